@@ -1,0 +1,73 @@
+"""The portal's app factory: config, extensions, blueprints, error pages and CLI. Never starts the scheduler."""
+import os
+
+from flask import Flask, g
+from flask_login import current_user
+
+from portal import passwords
+from portal.config import load_settings
+from portal.extensions import csrf, db, limiter, login_manager, migrate
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build a configured portal application."""
+    app = Flask(__name__, instance_path=os.environ.get("PORTAL_INSTANCE_PATH") or None)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.update(load_settings(app.instance_path))
+    if config:
+        app.config.update(config)
+    app.json.ensure_ascii = False  # audit details show Japanese as written
+    passwords.configure(app.config["ARGON2_TIME_COST"], app.config["ARGON2_MEMORY_COST"])
+    register_extensions(app)
+    register_blueprints(app)
+    register_template_helpers(app)
+    from portal import errors, cli
+    errors.init_app(app)
+    cli.init_app(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the unbound extensions to this app."""
+    import portal.models  # noqa: F401  (registers every table for Alembic)
+    db.init_app(app)
+    migrate.init_app(app, db, render_as_batch=True, compare_type=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    from portal.auth.loader import init_login
+    init_login(app, login_manager)
+
+
+def register_blueprints(app: Flask) -> None:
+    """Attach one blueprint per screen family."""
+    from portal.auth.routes import bp as auth_bp
+    from portal.customers.routes import bp as customers_bp
+    from portal.mails.routes import bp as mails_bp
+    from portal.main.routes import bp as main_bp
+    from portal.settings.routes import bp as settings_bp
+    from portal.users.routes import bp as users_bp
+    for blueprint in (auth_bp, main_bp, customers_bp, mails_bp, settings_bp, users_bp):
+        app.register_blueprint(blueprint)
+
+
+def register_template_helpers(app: Flask) -> None:
+    """Expose the policy and the current membership to every template."""
+    from portal.policy import ROLE_LABELS, Action, can
+    from portal.web import current_membership
+
+    @app.context_processor
+    def inject_policy():
+        membership = current_membership() if current_user.is_authenticated else None
+
+        def allowed(action_name: str) -> bool:
+            return membership is not None and can(membership.role, Action(action_name))
+
+        return {"current_membership": membership, "can": allowed, "ROLE_LABELS": ROLE_LABELS}
+
+    @app.template_filter("jst")
+    def format_jst(value, fmt="%Y/%m/%d %H:%M"):
+        """Show a stored UTC time in Japan time."""
+        from zoneinfo import ZoneInfo
+        return value.astimezone(ZoneInfo("Asia/Tokyo")).strftime(fmt) if value else ""
+
+    app.jinja_env.globals["g"] = g

@@ -1,0 +1,1 @@
+"""Sign-in, sign-out and choosing the account to work in."""

@@ -1,0 +1,50 @@
+"""Operator commands: flask --app wsgi create-account | seed-demo."""
+import click
+from flask import Flask
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import User
+from portal.settings import services
+
+
+def print_demo_logins() -> None:
+    """Print the demo members' sign-in details."""
+    click.echo(f"デモアカウント「{services.DEMO_ACCOUNT}」のログイン（パスワードはすべて {services.DEMO_PASSWORD}）:")
+    for email, name, role in services.DEMO_MEMBERS:
+        click.echo(f"  {role.value:<8} {email}  {name}")
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands."""
+
+    @app.cli.command("create-account")
+    @click.option("--name", required=True, help="アカウント名（会社名）")
+    @click.option("--owner-email", required=True, help="オーナーのメールアドレス")
+    @click.option("--owner-password", required=True, help="オーナーの初期パスワード（新規のログインIDのみ）")
+    @click.option("--owner-name", default=None, help="オーナーの氏名")
+    def create_account_command(name, owner_email, owner_password, owner_name):
+        """Create an account with its owner."""
+        if not name.strip():
+            raise click.BadParameter("アカウント名を入力してください。", param_hint="--name")
+        if len(owner_password) < 10:
+            raise click.BadParameter("パスワードは10文字以上にしてください。", param_hint="--owner-password")
+        account = services.create_account(db.session, name, owner_email, owner_password, owner_name)
+        click.echo(f"アカウント「{account.name}」(id={account.id}) を作成しました。オーナー: {owner_email.strip().lower()}")
+
+    @app.cli.command("seed-demo")
+    @click.option("--if-empty", is_flag=True, help="アカウントが1件もないときだけ作成する")
+    def seed_demo_command(if_empty):
+        """Seed the demo account (owner, admin, manager, user and a few customers)."""
+        demo_exists = db.session.scalar(select(User.id).where(User.email == services.DEMO_MEMBERS[0][0]))
+        if if_empty and not services.database_is_empty(db.session):
+            if demo_exists:
+                print_demo_logins()
+            else:
+                click.echo("既存のデータがあるため、デモデータは作成しませんでした。")
+            return
+        if demo_exists:
+            raise click.ClickException("デモアカウントはすでに作成されています。")
+        services.seed_demo(db.session)
+        click.echo("デモデータを作成しました。")
+        print_demo_logins()

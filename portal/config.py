@@ -1,0 +1,49 @@
+"""Settings read from the environment and, for generated secrets, the instance folder."""
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+
+def normalise_database_url(url: str) -> str:
+    """Point plain postgresql:// URLs at the psycopg 3 driver the portal ships with."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def read_or_create_secret(instance_path: str, filename: str, generate) -> str:
+    """Return the secret stored in the instance folder, creating it with 0600 permissions once."""
+    path = Path(instance_path) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(generate())
+    return path.read_text().strip()
+
+
+def load_settings(instance_path: str, environ=os.environ) -> dict:
+    """Build the Flask config mapping from the environment with safe defaults."""
+    default_db = "sqlite:///" + str(Path(instance_path) / "portal.db")
+    return {
+        "SQLALCHEMY_DATABASE_URI": normalise_database_url(environ.get("DATABASE_URL", default_db)),
+        "SECRET_KEY": environ.get("SECRET_KEY")
+        or read_or_create_secret(instance_path, "secret_key", lambda: secrets.token_urlsafe(48)),
+        "MAILBOX_ENCRYPTION_KEY": environ.get("MAILBOX_ENCRYPTION_KEY")
+        or read_or_create_secret(instance_path, "mailbox_key", lambda: Fernet.generate_key().decode()),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": environ.get("SESSION_COOKIE_SECURE") == "1",
+        "LOGIN_SESSION_HOURS": int(environ.get("LOGIN_SESSION_HOURS", "12")),
+        "LOGIN_RATE_LIMIT": environ.get("LOGIN_RATE_LIMIT", "5 per minute;20 per hour"),
+        "RATELIMIT_STORAGE_URI": environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        # argon2id defaults of argon2-cffi (t=3, m=64 MiB, p=4): the RFC 9106 "second choice".
+        "ARGON2_TIME_COST": int(environ.get("ARGON2_TIME_COST", "3")),
+        "ARGON2_MEMORY_COST": int(environ.get("ARGON2_MEMORY_COST", "65536")),
+        "PER_PAGE": 20,
+    }

@@ -1,0 +1,1 @@
+"""Customer (顧客情報) screens."""

@@ -1,0 +1,130 @@
+"""Customer use cases: create, edit, delete, search and who may open whom."""
+from dataclasses import dataclass
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portal import audit
+from portal.auth.services import normalise_email
+from portal.models import Account, Customer, Membership, MembershipState, utcnow
+from portal.policy import Action, can
+
+
+class DuplicateCustomerEmail(Exception):
+    """Another live customer of the account already has this email address."""
+
+
+class InvalidAssignee(Exception):
+    """The chosen 担当者 is not an active member of the account."""
+
+
+@dataclass
+class CustomerData:
+    """The editable fields of a customer."""
+
+    name: str
+    email: str
+    company: str = ""
+    assigned_membership_id: int | None = None
+
+
+def assignable_members(session: Session, account_id: int) -> list[Membership]:
+    """Active members of the account who can be a customer's 担当者."""
+    return list(session.scalars(
+        select(Membership).where(Membership.account_id == account_id,
+                                 Membership.state == MembershipState.ACTIVE)
+        .join(Membership.user).order_by(Membership.id)))
+
+
+def may_open(viewer: Membership, customer: Customer) -> bool:
+    """True unless 担当者閲覧制限 hides this customer from the viewer."""
+    if not viewer.account.viewing_restricted or can(viewer.role, Action.VIEW_ALL_CUSTOMERS):
+        return True
+    return customer.assigned_membership_id == viewer.id
+
+
+def visible_customers(viewer: Membership, query: str = "") -> Select:
+    """Live customers the viewer may see, newest first, optionally filtered by a search text."""
+    stmt = select(Customer).where(Customer.account_id == viewer.account_id, Customer.deleted_at.is_(None))
+    if viewer.account.viewing_restricted and not can(viewer.role, Action.VIEW_ALL_CUSTOMERS):
+        stmt = stmt.where(Customer.assigned_membership_id == viewer.id)
+    query = query.strip()
+    if query:
+        pattern = "%" + escape_like(query) + "%"
+        stmt = stmt.where(or_(Customer.name.ilike(pattern, escape="\\"),
+                              Customer.company.ilike(pattern, escape="\\"),
+                              Customer.email.ilike(pattern, escape="\\")))
+    return stmt.order_by(Customer.created_at.desc(), Customer.id.desc())
+
+
+def escape_like(text: str) -> str:
+    """Escape LIKE wildcards so a search for "100%" finds that text literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _check(session: Session, account: Account, data: CustomerData, exclude_id: int | None = None,
+           current_assignee_id: int | None = None) -> str:
+    """Validate assignee (a new one must be active) and uniqueness; returns the normalised email."""
+    email = normalise_email(data.email)
+    if data.assigned_membership_id is not None and data.assigned_membership_id != current_assignee_id:
+        assignee = session.get(Membership, data.assigned_membership_id)
+        if assignee is None or assignee.account_id != account.id or assignee.state != MembershipState.ACTIVE:
+            raise InvalidAssignee()
+    clash = select(Customer.id).where(Customer.account_id == account.id, Customer.email == email,
+                                      Customer.deleted_at.is_(None))
+    if exclude_id is not None:
+        clash = clash.where(Customer.id != exclude_id)
+    if session.scalar(clash) is not None:
+        raise DuplicateCustomerEmail()
+    return email
+
+
+def _commit_or_duplicate(session: Session) -> None:
+    """Commit; a unique-index race with a concurrent save is reported as a duplicate."""
+    try:
+        session.commit()
+    except IntegrityError as error:
+        session.rollback()
+        raise DuplicateCustomerEmail() from error
+
+
+def create_customer(session: Session, account: Account, actor_user_id: int | None, data: CustomerData) -> Customer:
+    """Register a customer in the account."""
+    email = _check(session, account, data)
+    customer = Customer(account_id=account.id, name=data.name.strip(), company=(data.company or "").strip(),
+                        email=email, assigned_membership_id=data.assigned_membership_id)
+    session.add(customer)
+    session.flush()
+    audit.record(session, account.id, actor_user_id, "customer.create", "customer", customer.id,
+                 name=customer.name, email=email)
+    _commit_or_duplicate(session)
+    return customer
+
+
+def update_customer(session: Session, customer: Customer, actor_user_id: int | None, data: CustomerData) -> Customer:
+    """Change a customer's fields."""
+    email = _check(session, customer.account, data, exclude_id=customer.id,
+                   current_assignee_id=customer.assigned_membership_id)
+    before = {"name": customer.name, "email": customer.email, "company": customer.company,
+              "assigned_membership_id": customer.assigned_membership_id}
+    customer.name = data.name.strip()
+    customer.company = (data.company or "").strip()
+    customer.email = email
+    customer.assigned_membership_id = data.assigned_membership_id
+    after = {"name": customer.name, "email": customer.email, "company": customer.company,
+             "assigned_membership_id": customer.assigned_membership_id}
+    changes = {key: [before[key], after[key]] for key in before if before[key] != after[key]}
+    audit.record(session, customer.account_id, actor_user_id, "customer.update", "customer", customer.id,
+                 changes=changes)
+    _commit_or_duplicate(session)
+    return customer
+
+
+def delete_customer(session: Session, customer: Customer, actor_user_id: int | None) -> None:
+    """Mark a customer deleted; the row stays so imported mail keeps its history."""
+    customer.deleted_at = utcnow()
+    audit.record(session, customer.account_id, actor_user_id, "customer.delete", "customer", customer.id,
+                 name=customer.name, email=customer.email)
+    session.commit()
+

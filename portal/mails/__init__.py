@@ -1,0 +1,1 @@
+"""送受信メール: imported customer mail (the import engine fills it)."""

@@ -1,0 +1,54 @@
+"""Who may do what: one table of roles x actions, used by routes, templates and services."""
+import enum
+
+from portal.models.account import Role
+
+
+class Action(str, enum.Enum):
+    """Things a member can try to do in an account."""
+
+    VIEW_CUSTOMERS = "view_customers"
+    VIEW_ALL_CUSTOMERS = "view_all_customers"  # ignores 担当者閲覧制限
+    EDIT_CUSTOMERS = "edit_customers"
+    DELETE_CUSTOMERS = "delete_customers"
+    EDIT_MAILBOX_PRESETS = "edit_mailbox_presets"
+    LINK_OWN_MAILBOX = "link_own_mailbox"
+    MANAGE_FEATURES = "manage_features"
+    MANAGE_USERS = "manage_users"
+    MANAGE_ACCOUNT = "manage_account"
+    VIEW_AUDIT_LOG = "view_audit_log"
+
+
+_ALL = {Role.OWNER, Role.ADMIN, Role.MANAGER, Role.USER}
+_MANAGERS_UP = {Role.OWNER, Role.ADMIN, Role.MANAGER}
+_ADMINS_UP = {Role.OWNER, Role.ADMIN}
+
+PERMISSIONS: dict[Action, frozenset[Role]] = {
+    Action.VIEW_CUSTOMERS: frozenset(_ALL),
+    Action.VIEW_ALL_CUSTOMERS: frozenset(_MANAGERS_UP),
+    Action.EDIT_CUSTOMERS: frozenset(_ALL),
+    Action.DELETE_CUSTOMERS: frozenset(_MANAGERS_UP),
+    Action.EDIT_MAILBOX_PRESETS: frozenset(_MANAGERS_UP),
+    Action.LINK_OWN_MAILBOX: frozenset(_ALL),
+    Action.MANAGE_FEATURES: frozenset(_ADMINS_UP),
+    Action.MANAGE_USERS: frozenset(_ADMINS_UP),
+    Action.MANAGE_ACCOUNT: frozenset(_ADMINS_UP),
+    Action.VIEW_AUDIT_LOG: frozenset(_ADMINS_UP),
+}
+
+ROLE_LABELS = {Role.OWNER: "オーナー", Role.ADMIN: "管理者", Role.MANAGER: "マネージャー", Role.USER: "ユーザー"}
+
+
+class PermissionDenied(Exception):
+    """Raised by services when the acting member's role does not allow the action."""
+
+
+def can(role: Role, action: Action) -> bool:
+    """True when the role may perform the action."""
+    return role in PERMISSIONS[action]
+
+
+def ensure(role: Role, action: Action) -> None:
+    """Raise PermissionDenied unless the role may perform the action."""
+    if not can(role, action):
+        raise PermissionDenied(action)

@@ -1,0 +1,1 @@
+"""Member management (ユーザー管理) screens."""

@@ -1,0 +1,38 @@
+"""Member management forms."""
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms.validators import Length, ValidationError
+
+from portal.forms import email_address, max_length, required
+from portal.models import Role
+from portal.policy import ROLE_LABELS
+
+ROLE_CHOICES = [(role.value, ROLE_LABELS[role]) for role in Role]
+
+
+class RoleField(SelectField):
+    """A role picker with a Japanese error for a tampered value."""
+
+    def __init__(self, label="権限", **kwargs):
+        super().__init__(label, choices=ROLE_CHOICES, validators=[required()], **kwargs)
+
+    def pre_validate(self, form):
+        """Refuse values outside the role list."""
+        if self.data not in {value for value, _ in ROLE_CHOICES}:
+            raise ValidationError("権限を選択してください。")
+
+
+class AddMemberForm(FlaskForm):
+    """A new member: email, name, role and initial password."""
+
+    email = EmailField("メールアドレス", validators=[required(), max_length(254), email_address()])
+    name = StringField("氏名", validators=[required(), max_length(100)])
+    role = RoleField()
+    password = PasswordField("初期パスワード", validators=[
+        required(), Length(min=10, max=200, message="10文字以上200文字以内で入力してください。")])
+
+
+class RoleForm(FlaskForm):
+    """A member's new role."""
+
+    role = RoleField()

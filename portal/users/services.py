@@ -1,0 +1,108 @@
+"""Member management: add, change role, disable, re-enable, delete; the last owner is protected."""
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from portal import audit, passwords
+from portal.auth.services import normalise_email, revoke_membership_sessions
+from portal.models import Account, Customer, Membership, MembershipState, Role, User
+
+
+class MemberRuleBroken(Exception):
+    """A change the rules forbid; the message is shown to the member as is."""
+
+
+def _active_owner_count(session: Session, account_id: int) -> int:
+    """How many active owners the account has."""
+    return session.scalar(select(func.count(Membership.id)).where(
+        Membership.account_id == account_id, Membership.role == Role.OWNER,
+        Membership.state == MembershipState.ACTIVE))
+
+
+def _guard(session: Session, actor: Membership, target: Membership, new_role: Role | None = None,
+           leaves_owners: bool = False) -> None:
+    """Refuse self-lockout, owner changes by non-owners and losing the last owner."""
+    touches_owner = target.role == Role.OWNER or new_role == Role.OWNER
+    if touches_owner and actor.role != Role.OWNER:
+        raise MemberRuleBroken("オーナーの追加・変更はオーナーのみが行えます。")
+    if leaves_owners and target.role == Role.OWNER and target.state == MembershipState.ACTIVE \
+            and _active_owner_count(session, target.account_id) <= 1:
+        raise MemberRuleBroken("最後のオーナーは変更・無効化・削除できません。先に別のオーナーを追加してください。")
+
+
+def members_of(session: Session, account_id: int) -> list[Membership]:
+    """Members of the account that are not deleted, in the order they joined."""
+    return list(session.scalars(
+        select(Membership).where(Membership.account_id == account_id,
+                                 Membership.state != MembershipState.DELETED).order_by(Membership.id)))
+
+
+def add_member(session: Session, account: Account, actor: Membership | None, email: str, name: str, role: Role,
+               initial_password: str) -> tuple[Membership, bool]:
+    """Add a member (actor None: the operator's CLI); returns (membership, whether a new identity was made)."""
+    if role == Role.OWNER and actor is not None and actor.role != Role.OWNER:
+        raise MemberRuleBroken("オーナーの追加・変更はオーナーのみが行えます。")
+    email = normalise_email(email)
+    user = session.scalar(select(User).where(User.email == email))
+    created = user is None
+    if created:
+        user = User(email=email, name=name.strip(), password_hash=passwords.hash_password(initial_password))
+        session.add(user)
+        session.flush()
+    membership = session.scalar(select(Membership).where(Membership.account_id == account.id,
+                                                         Membership.user_id == user.id))
+    if membership is not None and membership.state != MembershipState.DELETED:
+        raise MemberRuleBroken("このメールアドレスのユーザーはすでに登録されています。")
+    if membership is None:
+        membership = Membership(account_id=account.id, user_id=user.id, role=role)
+        session.add(membership)
+    else:  # a deleted member comes back with the new role
+        membership.role = role
+        membership.state = MembershipState.ACTIVE
+    session.flush()
+    audit.record(session, account.id, actor.user_id if actor else None, "member.add", "membership", membership.id,
+                 email=email, role=role.value, new_identity=created)
+    session.commit()
+    return membership, created
+
+
+def change_role(session: Session, actor: Membership, target: Membership, role: Role) -> None:
+    """Give a member another role."""
+    if role == target.role:
+        return
+    _guard(session, actor, target, new_role=role, leaves_owners=target.role == Role.OWNER)
+    audit.record(session, target.account_id, actor.user_id, "member.role", "membership", target.id,
+                 before=target.role.value, after=role.value)
+    target.role = role
+    session.commit()
+
+
+def disable_member(session: Session, actor: Membership, target: Membership) -> None:
+    """Disable a member and end their live sessions in this account."""
+    if target.id == actor.id:
+        raise MemberRuleBroken("自分自身を無効化することはできません。")
+    _guard(session, actor, target, leaves_owners=True)
+    target.state = MembershipState.DISABLED
+    revoke_membership_sessions(session, target.id)
+    audit.record(session, target.account_id, actor.user_id, "member.disable", "membership", target.id)
+    session.commit()
+
+
+def enable_member(session: Session, actor: Membership, target: Membership) -> None:
+    """Let a disabled member work again."""
+    _guard(session, actor, target)
+    target.state = MembershipState.ACTIVE
+    audit.record(session, target.account_id, actor.user_id, "member.enable", "membership", target.id)
+    session.commit()
+
+
+def delete_member(session: Session, actor: Membership, target: Membership) -> None:
+    """Remove a member from the account; the row stays (state deleted) so history keeps the name."""
+    if target.id == actor.id:
+        raise MemberRuleBroken("自分自身を削除することはできません。")
+    _guard(session, actor, target, leaves_owners=True)
+    target.state = MembershipState.DELETED
+    revoke_membership_sessions(session, target.id)
+    session.execute(update(Customer).where(Customer.assigned_membership_id == target.id)
+                    .values(assigned_membership_id=None))
+    audit.record(session, target.account_id, actor.user_id, "member.delete", "membership", target.id)
+    session.commit()

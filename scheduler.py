@@ -1,0 +1,23 @@
+"""Builds the in-process APScheduler scheduler and its jobs; the only module that knows Flask and the jobs."""
+from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Flask
+
+from portal.auth.services import purge_expired_sessions
+from portal.extensions import db
+from portal.models import utcnow
+
+PURGE_SESSIONS_JOB_ID = "purge-expired-login-sessions"
+
+
+def purge_sessions_job(app: Flask) -> int:
+    """Delete expired login sessions inside an app context."""
+    with app.app_context():
+        return purge_expired_sessions(db.session, utcnow())
+
+
+def build_scheduler(app: Flask) -> BackgroundScheduler:
+    """Create the scheduler with every recurring job registered (not started)."""
+    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"max_instances": 1, "coalesce": True})
+    scheduler.add_job(purge_sessions_job, "interval", hours=1, args=[app], id=PURGE_SESSIONS_JOB_ID,
+                      replace_existing=True)
+    return scheduler

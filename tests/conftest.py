@@ -1,0 +1,130 @@
+"""Fixtures: a migrated database (SQLite or PostgreSQL via TEST_DATABASE_URL), app, client, login helper."""
+import os
+import tempfile
+import uuid
+
+import psycopg
+import pytest
+from sqlalchemy import make_url
+
+os.environ.setdefault("PORTAL_INSTANCE_PATH", tempfile.mkdtemp(prefix="portal-test-instance-"))
+
+from portal import create_app  # noqa: E402
+from portal.config import normalise_database_url  # noqa: E402
+from portal.extensions import db, limiter  # noqa: E402
+from tests.factories import PASSWORD  # noqa: E402
+
+FAST_HASHING = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_COST": 1024}
+
+
+def base_config(database_url: str, **overrides) -> dict:
+    """Test settings: fast password hashing, generous login limit, CSRF off unless asked."""
+    config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, "WTF_CSRF_ENABLED": False,
+              "LOGIN_RATE_LIMIT": "1000 per minute", "SERVER_NAME": None, **FAST_HASHING}
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    """A fresh database for this test run, with the schema built by the real migrations."""
+    server_url = os.environ.get("TEST_DATABASE_URL")
+    if server_url:
+        url = make_url(normalise_database_url(server_url))
+        name = f"portal_test_{uuid.uuid4().hex[:12]}"
+        admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        test_url = url.set(database=name).render_as_string(hide_password=False)
+    else:
+        test_url = "sqlite:///" + str(tmp_path_factory.mktemp("db") / "portal.db")
+    migrate_database(test_url)
+    yield test_url
+    if server_url:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def migrate_database(url: str) -> None:
+    """Run `flask db upgrade` on the database."""
+    from flask_migrate import upgrade
+    app = create_app(base_config(url))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+def clear_tables() -> None:
+    """Delete every row, children first, so each test starts empty."""
+    for table in reversed(db.metadata.sorted_tables):
+        db.session.execute(table.delete())
+    db.session.commit()
+
+
+@pytest.fixture
+def make_app(database_url):
+    """Build apps on the test database; rows and rate-limit counters are cleared afterwards."""
+    apps = []
+
+    def build(**overrides):
+        app = create_app(base_config(database_url, **overrides))
+        apps.append(app)
+        return app
+
+    yield build
+    if apps:
+        with apps[0].app_context():
+            db.session.remove()
+            clear_tables()
+    for built in apps:
+        with built.app_context():
+            db.engine.dispose()
+    limiter.reset()
+
+
+@pytest.fixture
+def app(make_app):
+    """The app under test; test code gets its own app context on a twin app for the factories.
+
+    Requests then run in their own app context (fresh `g` and session) exactly as in production,
+    instead of sharing the test's context.
+    """
+    data_app = make_app()
+    with data_app.app_context():
+        yield make_app()
+
+
+@pytest.fixture
+def client(app):
+    """A test client for the app."""
+    return app.test_client()
+
+
+class AuthActions:
+    """Sign in and out through the real login form."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def login(self, email: str, password: str = PASSWORD, follow_redirects: bool = False):
+        """POST the login form."""
+        return self.client.post("/login", data={"email": email, "password": password},
+                                follow_redirects=follow_redirects)
+
+    def login_member(self, membership):
+        """Sign in as a member and work in that member's account."""
+        response = self.login(membership.user.email)
+        assert response.status_code == 302, response.status_code
+        if "/accounts/select" in response.headers["Location"]:
+            self.client.post("/accounts/select", data={"membership_id": membership.id})
+        return response
+
+    def logout(self):
+        """POST the logout form."""
+        return self.client.post("/logout")
+
+
+@pytest.fixture
+def auth(client):
+    """Login helper bound to the test client."""
+    return AuthActions(client)
