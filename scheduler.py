@@ -17,7 +17,7 @@ def purge_sessions_job(app: Flask) -> int:
 
 def build_scheduler(app: Flask) -> BackgroundScheduler:
     """Create the scheduler with every recurring job registered (not started)."""
-    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"max_instances": 1, "coalesce": True})
+    scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.add_job(purge_sessions_job, "interval", hours=1, args=[app], id=PURGE_SESSIONS_JOB_ID,
-                      replace_existing=True)
+                      max_instances=1, coalesce=True, replace_existing=True)
     return scheduler

@@ -15,3 +15,8 @@ def max_length(limit: int):
 def email_address():
     """A syntactically valid email address (no DNS lookup)."""
     return Email(message="メールアドレスの形式が正しくありません。", check_deliverability=False)
+
+
+def strip(value):
+    """Trim surrounding whitespace from a submitted text (pasted addresses often carry some)."""
+    return value.strip() if isinstance(value, str) else value

@@ -14,7 +14,7 @@ _serial = count(1)
 def make_account(name: str | None = None) -> tuple[Account, Membership]:
     """An account with its owner; returns (account, owner membership)."""
     number = next(_serial)
-    account = create_account(db.session, name or f"会社{number}", f"owner{number}@example.test", PASSWORD,
+    account = create_account(db.session, name or f"会社{number}", f"owner{number}@example.jp", PASSWORD,
                              f"オーナー{number}")
     owner = db.session.query(Membership).filter_by(account_id=account.id, role=Role.OWNER).one()
     return account, owner
@@ -24,7 +24,7 @@ def make_member(account: Account, role: Role, email: str | None = None,
                 state: MembershipState = MembershipState.ACTIVE) -> Membership:
     """A member of the account with the given role and state."""
     number = next(_serial)
-    membership, _ = add_member(db.session, account, None, email or f"{role.value}{number}@example.test",
+    membership, _ = add_member(db.session, account, None, email or f"{role.value}{number}@example.jp",
                                f"{role.value}さん{number}", role, PASSWORD)
     if state != MembershipState.ACTIVE:
         membership.state = state

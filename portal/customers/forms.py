@@ -1,9 +1,10 @@
 """Customer form."""
 from flask_wtf import FlaskForm
 from wtforms import EmailField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional
 
-from portal.forms import email_address, max_length, required
+from portal.forms import email_address, max_length, required, strip
 
 
 def _member_id_or_none(value):
@@ -19,15 +20,15 @@ def _member_id_or_none(value):
 class CustomerForm(FlaskForm):
     """Name, email, company and 担当者 of a customer."""
 
-    name = StringField("顧客名", validators=[required(), max_length(200)])
-    email = EmailField("メールアドレス", validators=[required(), max_length(254), email_address()])
-    company = StringField("会社名", validators=[Optional(), max_length(200)])
+    name = StringField("顧客名", validators=[required(), max_length(200)], filters=[strip])
+    email = EmailField("メールアドレス", validators=[required(), max_length(254), email_address()], filters=[strip])
+    company = StringField("会社名", validators=[Optional(), max_length(200)], filters=[strip])
     assigned_user_id = SelectField("担当者", coerce=_member_id_or_none,
                                    validate_choice=False)  # the service checks the member, in Japanese
 
     def set_assignees(self, members, current=None) -> None:
         """Offer the account's active members, the current 担当者 even if disabled, and 未設定."""
-        choices = [(None, "（未設定）")] + [(m.id, m.user.name) for m in members]
+        choices = [SelectChoice("", "（未設定）")] + [SelectChoice(str(m.id), m.user.name) for m in members]
         if current is not None and current not in members:
-            choices.append((current.id, f"{current.user.name}（無効）"))
+            choices.append(SelectChoice(str(current.id), f"{current.user.name}（無効）"))
         self.assigned_user_id.choices = choices

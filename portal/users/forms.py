@@ -1,13 +1,14 @@
 """Member management forms."""
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, ValidationError
 
-from portal.forms import email_address, max_length, required
+from portal.forms import email_address, max_length, required, strip
 from portal.models import Role
 from portal.policy import ROLE_LABELS
 
-ROLE_CHOICES = [(role.value, ROLE_LABELS[role]) for role in Role]
+ROLE_CHOICES = [SelectChoice(role.value, ROLE_LABELS[role]) for role in Role]
 
 
 class RoleField(SelectField):
@@ -18,15 +19,15 @@ class RoleField(SelectField):
 
     def pre_validate(self, form):
         """Refuse values outside the role list."""
-        if self.data not in {value for value, _ in ROLE_CHOICES}:
+        if self.data not in {choice.value for choice in ROLE_CHOICES}:
             raise ValidationError("権限を選択してください。")
 
 
 class AddMemberForm(FlaskForm):
     """A new member: email, name, role and initial password."""
 
-    email = EmailField("メールアドレス", validators=[required(), max_length(254), email_address()])
-    name = StringField("氏名", validators=[required(), max_length(100)])
+    email = EmailField("メールアドレス", validators=[required(), max_length(254), email_address()], filters=[strip])
+    name = StringField("氏名", validators=[required(), max_length(100)], filters=[strip])
     role = RoleField()
     password = PasswordField("初期パスワード", validators=[
         required(), Length(min=10, max=200, message="10文字以上200文字以内で入力してください。")])

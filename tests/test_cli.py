@@ -1,0 +1,61 @@
+"""Operator commands on a fresh database: create-account and seed-demo."""
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.models import Account, Customer, Membership, Role, User
+from portal.settings.services import DEMO_MEMBERS, DEMO_PASSWORD
+
+
+def test_seed_demo_creates_one_member_per_role_and_prints_logins(app, client):
+    """The demo account has an owner, admin, manager and user who can all sign in."""
+    result = app.test_cli_runner().invoke(args=["seed-demo"])
+    assert result.exit_code == 0, result.output
+    for email, _, _ in DEMO_MEMBERS:
+        assert email in result.output
+    assert DEMO_PASSWORD in result.output
+    roles = set(db.session.scalars(select(Membership.role)))
+    assert roles == {Role.OWNER, Role.ADMIN, Role.MANAGER, Role.USER}
+    assert db.session.scalar(select(func.count(Customer.id))) >= 3
+    for email, _, _ in DEMO_MEMBERS:
+        assert client.post("/login", data={"email": email, "password": DEMO_PASSWORD}).status_code == 302
+        client.post("/logout")
+
+
+def test_seed_demo_if_empty_leaves_real_data_alone(app):
+    """--if-empty does nothing when an account exists; a second plain run refuses."""
+    runner = app.test_cli_runner()
+    runner.invoke(args=["create-account", "--name", "本番株式会社", "--owner-email", "boss@honban.example.jp",
+                        "--owner-password", "long-password-1"])
+    result = runner.invoke(args=["seed-demo", "--if-empty"])
+    assert result.exit_code == 0 and "作成しませんでした" in result.output
+    assert db.session.scalar(select(func.count(Account.id))) == 1
+    assert runner.invoke(args=["seed-demo"]).exit_code == 0
+    again = runner.invoke(args=["seed-demo"])
+    assert again.exit_code != 0 and "すでに作成されています" in again.output
+    assert "demo-pass" in runner.invoke(args=["seed-demo", "--if-empty"]).output
+
+
+def test_create_account_makes_a_working_owner(app, client):
+    """The new owner signs in and manages users."""
+    result = app.test_cli_runner().invoke(args=[
+        "create-account", "--name", "新規株式会社", "--owner-email", " Boss@Shinki.example.jp ",
+        "--owner-password", "long-password-1", "--owner-name", "社長"])
+    assert result.exit_code == 0, result.output
+    assert "新規株式会社" in result.output
+    user = db.session.scalar(select(User).where(User.email == "boss@shinki.example.jp"))
+    assert user.name == "社長"
+    assert client.post("/login", data={"email": "boss@shinki.example.jp",
+                                       "password": "long-password-1"}).status_code == 302
+    assert client.get("/settings/users").status_code == 200
+
+
+def test_create_account_refuses_weak_input(app):
+    """A short password or an empty name is refused with a Japanese message and nothing is created."""
+    runner = app.test_cli_runner()
+    short = runner.invoke(args=["create-account", "--name", "x", "--owner-email", "a@b.example.jp",
+                                "--owner-password", "short"])
+    assert short.exit_code != 0 and "10文字以上" in short.output
+    blank = runner.invoke(args=["create-account", "--name", "  ", "--owner-email", "a@b.example.jp",
+                                "--owner-password", "long-password-1"])
+    assert blank.exit_code != 0
+    assert db.session.scalar(select(func.count(Account.id))) == 0

@@ -1,0 +1,40 @@
+"""The scheduler is built by scheduler.py, never started by create_app, and its job does real work."""
+from datetime import timedelta
+
+from apscheduler.schedulers.base import STATE_STOPPED
+from sqlalchemy import func, select
+
+import scheduler
+from portal.auth.services import start_login_session
+from portal.extensions import db
+from portal.models import LoginSession, utcnow
+from tests.factories import make_account
+
+
+def test_jobs_are_registered_with_single_instance_and_coalescing(app):
+    """Each job has a fixed id, runs once at a time and coalesces missed runs."""
+    built = scheduler.build_scheduler(app)
+    job = built.get_job(scheduler.PURGE_SESSIONS_JOB_ID)
+    assert job is not None
+    assert job.max_instances == 1 and job.coalesce is True
+    assert built.state == STATE_STOPPED  # building does not start it
+
+
+def test_purge_job_removes_only_expired_sessions(app):
+    """Expired login sessions are deleted; live ones stay."""
+    account, owner = make_account()
+    now = utcnow()
+    start_login_session(db.session, owner.user, now - timedelta(hours=30), 12, owner)
+    start_login_session(db.session, owner.user, now, 12, owner)
+    assert scheduler.purge_sessions_job(app) == 1
+    db.session.expire_all()
+    assert db.session.scalar(select(func.count(LoginSession.id))) == 1
+
+
+def test_create_app_starts_no_background_threads(make_app):
+    """Building the app (as tests, CLI and WSGI imports do) leaves no scheduler running."""
+    import threading
+    before = {thread.name for thread in threading.enumerate()}
+    make_app()
+    after = {thread.name for thread in threading.enumerate()}
+    assert not any("APScheduler" in name for name in after - before)

@@ -1,0 +1,135 @@
+"""Every route x every role x own/other account answers as the policy says."""
+from dataclasses import dataclass, field
+
+import pytest
+
+from portal.models import Role
+from tests.factories import make_account, make_customer, make_member
+
+ROLES = ["owner", "admin", "manager", "user"]
+ALL = dict.fromkeys(ROLES, 200)
+
+
+def only(allowed: set[str], ok: int = 200) -> dict[str, int]:
+    """`ok` for the allowed roles, 403 for the rest."""
+    return {role: ok if role in allowed else 403 for role in ROLES}
+
+
+ADMINS = {"owner", "admin"}
+MANAGERS = {"owner", "admin", "manager"}
+EVERYONE = set(ROLES)
+
+
+@dataclass
+class Case:
+    """One route: method, path with {placeholders}, form data and the expected status per role."""
+
+    method: str
+    path: str
+    expected: dict[str, int]
+    data: dict = field(default_factory=dict)
+
+
+CASES = [
+    Case("GET", "/", ALL),
+    Case("GET", "/customers", ALL),
+    Case("GET", "/customers?q=顧客&page=2", ALL),
+    Case("GET", "/customers/new", ALL),
+    Case("POST", "/customers/new", only(EVERYONE, 302),
+         {"name": "新規 顧客", "email": "new@client.example", "company": "", "assigned_user_id": ""}),
+    Case("GET", "/customers/{customer}", ALL),
+    Case("GET", "/customers/{customer}/edit", ALL),
+    Case("POST", "/customers/{customer}/edit", only(EVERYONE, 302),
+         {"name": "変更後", "email": "changed@client.example", "company": "", "assigned_user_id": ""}),
+    Case("GET", "/customers/{customer}/delete", only(MANAGERS)),
+    Case("POST", "/customers/{customer}/delete", only(MANAGERS, 302)),
+    Case("GET", "/mails", ALL),
+    Case("GET", "/settings", ALL),
+    Case("GET", "/settings/account", only(ADMINS)),
+    Case("POST", "/settings/account", only(ADMINS, 302), {"name": "新社名", "viewing_restricted": "y"}),
+    Case("GET", "/settings/audit", only(ADMINS)),
+    Case("GET", "/settings/users", only(ADMINS)),
+    Case("GET", "/settings/users/new", only(ADMINS)),
+    Case("POST", "/settings/users/new", only(ADMINS, 302),
+         {"email": "newcomer@example.jp", "name": "新人", "role": "user", "password": "long-enough-pw"}),
+    Case("POST", "/settings/users/{member}/role", only(ADMINS, 302), {"role": "manager"}),
+    Case("GET", "/settings/users/{member}/disable", only(ADMINS)),
+    Case("POST", "/settings/users/{member}/disable", only(ADMINS, 302)),
+    Case("POST", "/settings/users/{member}/enable", only(ADMINS, 302)),
+    Case("GET", "/settings/users/{member}/delete", only(ADMINS)),
+    Case("POST", "/settings/users/{member}/delete", only(ADMINS, 302)),
+]
+
+
+@pytest.fixture
+def world(app):
+    """Account A with one member per role, a customer and a target member; account B likewise."""
+    account, owner = make_account("A社")
+    members = {"owner": owner}
+    for role in ("admin", "manager", "user"):
+        members[role] = make_member(account, Role(role))
+    target = make_member(account, Role.USER)
+    customer = make_customer(account, assigned=members["user"])
+    other_account, other_owner = make_account("B社")
+    other_member = make_member(other_account, Role.USER)
+    other_customer = make_customer(other_account)
+    return {
+        "members": members,
+        "own": {"customer": customer.id, "member": target.id},
+        "other": {"customer": other_customer.id, "member": other_member.id},
+    }
+
+
+def _request(client, case: Case, ids: dict):
+    """Send the case's request with its placeholders filled."""
+    path = case.path.format(**ids)
+    if case.method == "GET":
+        return client.get(path)
+    return client.post(path, data=case.data)
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.path}")
+def test_own_account(client, auth, world, case, role):
+    """Inside one's own account the policy decides: 200/302 when allowed, 403 otherwise."""
+    auth.login_member(world["members"][role])
+    response = _request(client, case, world["own"])
+    assert response.status_code == case.expected[role]
+    if response.status_code == 403:
+        assert "権限がありません" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("case", [c for c in CASES if "{" in c.path], ids=lambda c: f"{c.method} {c.path}")
+def test_other_account_object_is_404(client, auth, world, case, role):
+    """Another account's object does not exist for anyone, whatever their role."""
+    auth.login_member(world["members"][role])
+    response = _request(client, case, world["other"])
+    assert response.status_code == 404
+    assert "ページが見つかりません" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.path}")
+def test_anonymous_is_sent_to_login(client, world, case):
+    """Without signing in every screen redirects to the login page."""
+    response = _request(client, case, world["own"])
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+
+
+@pytest.mark.parametrize("role,visible", [("owner", True), ("admin", True), ("manager", False), ("user", False)])
+def test_settings_hub_shows_only_allowed_links(client, auth, world, role, visible):
+    """Forbidden settings are not even offered as links."""
+    auth.login_member(world["members"][role])
+    page = client.get("/settings").get_data(as_text=True)
+    assert ("/settings/users" in page) == visible
+    assert ("/settings/account" in page) == visible
+
+
+@pytest.mark.parametrize("role,shows_trash", [("owner", True), ("manager", True), ("user", False)])
+def test_delete_icon_only_for_roles_that_may_delete(client, auth, world, role, shows_trash):
+    """The trash icon on the customer list appears only for roles that may delete."""
+    auth.login_member(world["members"][role])
+    page = client.get("/customers").get_data(as_text=True)
+    assert ("bi-trash" in page) == shows_trash
+    assert "bi-pencil" in page
