@@ -42,16 +42,21 @@ def register_blueprints(app: Flask) -> None:
     """Attach one blueprint per screen family."""
     from portal.auth.routes import bp as auth_bp
     from portal.customers.routes import bp as customers_bp
+    from portal.features.routes import bp as features_bp
+    from portal.mailbox.routes import bp as mailbox_bp
+    from portal.mailservers.routes import bp as mailservers_bp
     from portal.mails.routes import bp as mails_bp
     from portal.main.routes import bp as main_bp
     from portal.settings.routes import bp as settings_bp
     from portal.users.routes import bp as users_bp
-    for blueprint in (auth_bp, main_bp, customers_bp, mails_bp, settings_bp, users_bp):
+    for blueprint in (auth_bp, main_bp, customers_bp, mails_bp, settings_bp, users_bp, features_bp,
+                      mailservers_bp, mailbox_bp):
         app.register_blueprint(blueprint)
 
 
 def register_template_helpers(app: Flask) -> None:
     """Expose the policy and the current membership to every template."""
+    from portal.forms import SECURITY_LABELS
     from portal.policy import ROLE_LABELS, Action, can
     from portal.web import current_membership
 
@@ -62,7 +67,8 @@ def register_template_helpers(app: Flask) -> None:
         def allowed(action_name: str) -> bool:
             return membership is not None and can(membership.role, Action(action_name))
 
-        return {"current_membership": membership, "can": allowed, "ROLE_LABELS": ROLE_LABELS}
+        return {"current_membership": membership, "can": allowed, "ROLE_LABELS": ROLE_LABELS,
+                "SECURITY_LABELS": SECURITY_LABELS}
 
     @app.template_filter("jst")
     def format_jst(value, fmt="%Y/%m/%d %H:%M"):

@@ -36,6 +36,11 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         or read_or_create_secret(instance_path, "secret_key", lambda: secrets.token_urlsafe(48)),
         "MAILBOX_ENCRYPTION_KEY": environ.get("MAILBOX_ENCRYPTION_KEY")
         or read_or_create_secret(instance_path, "mailbox_key", lambda: Fernet.generate_key().decode()),
+        "MAILBOX_ENCRYPTION_OLD_KEYS": [k for k in environ.get("MAILBOX_ENCRYPTION_OLD_KEYS", "").split(",") if k],
+        "MAIL_ALLOW_PLAINTEXT": environ.get("MAIL_ALLOW_PLAINTEXT") == "1",
+        "MAIL_CA_FILE": environ.get("MAIL_CA_FILE") or None,
+        "MAIL_EXTRA_PORTS": [int(p) for p in environ.get("MAIL_EXTRA_PORTS", "").split(",") if p.strip()],
+        "MAIL_TIMEOUT_SECONDS": float(environ.get("MAIL_TIMEOUT_SECONDS", "15")),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": environ.get("SESSION_COOKIE_SECURE") == "1",

@@ -2,10 +2,10 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from portal.models.base import Base, utcnow
+from portal.models.base import Base, string_enum, utcnow
 
 
 class AccountStatus(str, enum.Enum):
@@ -33,13 +33,6 @@ class MembershipState(str, enum.Enum):
     DELETED = "deleted"
 
 
-def _enum(enum_cls, name):
-    """Store enums by value as portable strings with a CHECK constraint."""
-    return Enum(enum_cls, name=name, native_enum=False, length=20,
-                values_callable=lambda cls: [member.value for member in cls],
-                validate_strings=True, create_constraint=True)
-
-
 class Account(Base):
     """A company using the portal."""
 
@@ -48,7 +41,7 @@ class Account(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[AccountStatus] = mapped_column(
-        _enum(AccountStatus, "account_status"), default=AccountStatus.ACTIVE)
+        string_enum(AccountStatus, "account_status"), default=AccountStatus.ACTIVE)
     # 担当者閲覧制限: plain users only open customers assigned to them.
     viewing_restricted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -89,9 +82,9 @@ class Membership(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    role: Mapped[Role] = mapped_column(_enum(Role, "membership_role"))
+    role: Mapped[Role] = mapped_column(string_enum(Role, "membership_role"))
     state: Mapped[MembershipState] = mapped_column(
-        _enum(MembershipState, "membership_state"), default=MembershipState.ACTIVE)
+        string_enum(MembershipState, "membership_state"), default=MembershipState.ACTIVE)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     account: Mapped[Account] = relationship(back_populates="memberships")

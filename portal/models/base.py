@@ -1,7 +1,7 @@
 """Declarative base with constraint naming that Alembic can diff on SQLite and PostgreSQL."""
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator
+from sqlalchemy import DateTime, Enum, MetaData, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, registry
 
 NAMING_CONVENTION = {
@@ -42,3 +42,10 @@ class Base(DeclarativeBase):
 
     registry = registry(metadata=MetaData(naming_convention=NAMING_CONVENTION),
                         type_annotation_map={datetime: UTCDateTime})
+
+
+def string_enum(enum_cls, name):
+    """Store enums by value as portable strings with a CHECK constraint."""
+    return Enum(enum_cls, name=name, native_enum=False, length=20,
+                values_callable=lambda cls: [member.value for member in cls],
+                validate_strings=True, create_constraint=True)

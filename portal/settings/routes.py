@@ -2,7 +2,7 @@
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from portal.extensions import db
-from portal.models import AuditLog
+from portal.models import AccountStatus, AuditLog
 from portal.policy import Action
 from portal.settings import services
 from portal.settings.forms import AccountSettingsForm
@@ -30,6 +30,30 @@ def account():
         flash("アカウント設定を保存しました。", "success")
         return redirect(url_for("settings.account"))
     return render_template("settings/account.html", form=form), 422 if form.errors else 200
+
+
+STATUS_CHANGES = {
+    "disable": (AccountStatus.DISABLED, "アカウントの無効化", "はい、無効化します",
+                "アカウントを無効化すると、すべてのユーザーがログインできなくなり、すべてのメールボックス連携が解除されます。"
+                "取り込み済みのメールは削除されません。"),
+    "cancel": (AccountStatus.CANCELLED, "アカウントの解約", "はい、解約します",
+               "アカウントを解約すると、すべてのユーザーがログインできなくなり、すべてのメールボックス連携が解除されます。"
+               "取り込み済みのメールは削除されません。"),
+}
+
+
+@bp.route("/account/<any(disable, cancel):change>", methods=["GET", "POST"])
+@permission_required(Action.MANAGE_ACCOUNT)
+def account_status(change: str):
+    """Confirm, then disable or cancel the account (which signs everyone out and unlinks every mailbox)."""
+    status, title, button, question = STATUS_CHANGES[change]
+    membership = current_membership()
+    if request.method == "POST":
+        services.change_account_status(db.session, membership.account, membership.user_id, status)
+        flash(f"{title}を行いました。", "success")
+        return redirect(url_for("auth.login"))
+    return render_template("settings/account_status.html", title=title, button=button, question=question,
+                           change=change)
 
 
 @bp.get("/audit")

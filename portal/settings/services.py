@@ -5,7 +5,8 @@ from sqlalchemy.orm import Session
 from portal import audit
 from portal.auth.services import normalise_email
 from portal.customers.services import CustomerData, create_customer
-from portal.models import Account, Membership, Role
+from portal.mailbox.services import unlink_account
+from portal.models import Account, AccountStatus, Membership, Role, UnlinkReason, utcnow
 from portal.users.services import add_member
 
 
@@ -33,6 +34,26 @@ def update_account_settings(session: Session, account: Account, actor: Membershi
     if changes:
         audit.record(session, account.id, actor.user_id, "account.update", "account", account.id, changes=changes)
     session.commit()
+
+
+ACCOUNT_STATUS_UNLINK_REASONS = {AccountStatus.DISABLED: UnlinkReason.ACCOUNT_DISABLED,
+                                 AccountStatus.CANCELLED: UnlinkReason.ACCOUNT_CANCELLED}
+
+
+def change_account_status(session: Session, account: Account, actor_user_id: int | None,
+                          status: AccountStatus) -> int:
+    """Disable, cancel or re-activate an account; stopping it unlinks every mailbox. Returns links stopped."""
+    if account.status == status:
+        return 0
+    audit.record(session, account.id, actor_user_id, "account.status", "account", account.id,
+                 before=account.status.value, after=status.value)
+    account.status = status
+    unlinked = 0
+    if status in ACCOUNT_STATUS_UNLINK_REASONS:
+        unlinked = unlink_account(session, account.id, ACCOUNT_STATUS_UNLINK_REASONS[status], actor_user_id,
+                                  utcnow())
+    session.commit()
+    return unlinked
 
 
 DEMO_ACCOUNT = "デモ株式会社"

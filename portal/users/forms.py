@@ -1,18 +1,18 @@
 """Member management forms."""
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms import EmailField, PasswordField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, ValidationError
 
-from portal.forms import email_address, max_length, required, strip
+from portal.forms import ChoiceField, email_address, max_length, required, strip
 from portal.models import Role
 from portal.policy import ROLE_LABELS
 
 ROLE_CHOICES = [SelectChoice(role.value, ROLE_LABELS[role]) for role in Role]
 
 
-class RoleField(SelectField):
-    """A role picker with a Japanese error for a tampered value."""
+class RoleField(ChoiceField):
+    """A role picker."""
 
     def __init__(self, label="権限", **kwargs):
         super().__init__(label, choices=ROLE_CHOICES, validators=[required()], **kwargs)

@@ -4,7 +4,8 @@ from sqlalchemy.orm import Session
 
 from portal import audit, passwords
 from portal.auth.services import normalise_email, revoke_membership_sessions
-from portal.models import Account, Customer, Membership, MembershipState, Role, User
+from portal.mailbox.services import unlink_membership
+from portal.models import Account, Customer, Membership, MembershipState, Role, UnlinkReason, User, utcnow
 
 
 class MemberRuleBroken(Exception):
@@ -83,6 +84,7 @@ def disable_member(session: Session, actor: Membership, target: Membership) -> N
     _guard(session, actor, target, leaves_owners=True)
     target.state = MembershipState.DISABLED
     revoke_membership_sessions(session, target.id)
+    unlink_membership(session, target.id, UnlinkReason.MEMBER_DISABLED, actor.user_id, utcnow())
     audit.record(session, target.account_id, actor.user_id, "member.disable", "membership", target.id)
     session.commit()
 
@@ -102,6 +104,7 @@ def delete_member(session: Session, actor: Membership, target: Membership) -> No
     _guard(session, actor, target, leaves_owners=True)
     target.state = MembershipState.DELETED
     revoke_membership_sessions(session, target.id)
+    unlink_membership(session, target.id, UnlinkReason.MEMBER_DELETED, actor.user_id, utcnow())
     session.execute(update(Customer).where(Customer.assigned_membership_id == target.id)
                     .values(assigned_membership_id=None))
     audit.record(session, target.account_id, actor.user_id, "member.delete", "membership", target.id)

@@ -2,10 +2,11 @@
 import pytest
 from bs4 import BeautifulSoup
 from sqlalchemy import func, select
+from werkzeug.routing.converters import AnyConverter
 
 from portal.extensions import db
-from portal.models import AuditLog, Customer, LoginSession
-from portal.models import Role
+from portal.mailservers.services import PresetData, create_preset
+from portal.models import Account, AccountStatus, AuditLog, Customer, LoginSession, MailboxPreset, Role, Security
 from tests.factories import PASSWORD, make_account, make_customer, make_member
 
 
@@ -24,13 +25,17 @@ def login_with_token(client, email: str) -> None:
 
 
 def post_urls(app, ids: dict) -> list[str]:
-    """Every POST route of the app, with its placeholders filled from ids."""
+    """Every POST route of the app, once per allowed value of <any(...)> parts, ids filled in."""
     urls = []
     for rule in app.url_map.iter_rules():
         if "POST" not in rule.methods:
             continue
-        values = {name: ids[name] for name in rule.arguments}
-        urls.append(rule.build(values, append_unknown=False)[1])
+        choices = [{}]
+        for name in rule.arguments:
+            converter = rule._converters[name]
+            values = sorted(converter.items) if isinstance(converter, AnyConverter) else [ids[name]]
+            choices = [dict(choice, **{name: value}) for choice in choices for value in values]
+        urls.extend(rule.build(choice, append_unknown=False)[1] for choice in choices)
     return urls
 
 
@@ -42,8 +47,12 @@ def test_every_post_without_token_is_400(csrf_app):
         customer = make_customer(account)
         member = make_member(account, Role.USER)
         email = owner.user.email
-        ids = {"customer_id": customer.id, "membership_id": member.id, "change": "delete"}
+        preset = create_preset(db.session, owner, PresetData("社内", "mail.example.jp", 993, Security.SSL,
+                                                             "mail.example.jp", 587, Security.STARTTLS))
+        ids = {"customer_id": customer.id, "membership_id": member.id, "preset_id": preset.id,
+               "feature": "email"}
         urls = post_urls(csrf_app, ids)
+        account_id = account.id
     login_with_token(client, email)
     assert len(urls) >= 10
     with csrf_app.app_context():
@@ -54,7 +63,9 @@ def test_every_post_without_token_is_400(csrf_app):
         assert "フォームの有効期限が切れたか、不正な送信です" in response.get_data(as_text=True), url
     with csrf_app.app_context():
         assert db.session.scalar(select(func.count(AuditLog.id))) == before
-        assert db.session.get(Customer, customer.id).deleted_at is None
+        assert db.session.get(Customer, ids["customer_id"]).deleted_at is None
+        assert db.session.get(MailboxPreset, ids["preset_id"]) is not None
+        assert db.session.get(Account, account_id).status == AccountStatus.ACTIVE
         assert db.session.scalar(select(func.count(LoginSession.id))) == 1  # logout was refused too
 
 

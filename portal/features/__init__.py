@@ -1,0 +1,1 @@
+"""機能契約: turning paid features on and off."""

@@ -1,0 +1,63 @@
+"""Feature contracts: on/off with a billing event; turning メール off unlinks every mailbox."""
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal import audit
+from portal.models import EMAIL_FEATURE, Account, BillingEvent, FeatureContract, Membership, UnlinkReason
+
+FEATURE_LABELS = {EMAIL_FEATURE: "メール"}
+
+
+class FeatureOff(Exception):
+    """The メール feature must be on first."""
+
+
+@dataclass(frozen=True)
+class MailVolume:
+    """Stored imported mail of an account, the basis of storage charges."""
+
+    bytes: int
+    messages: int
+
+
+def is_enabled(session: Session, account_id: int, feature: str = EMAIL_FEATURE) -> bool:
+    """True when the feature is on for the account."""
+    return bool(session.scalar(select(FeatureContract.enabled).where(FeatureContract.account_id == account_id,
+                                                                     FeatureContract.feature == feature)))
+
+
+def set_feature(session: Session, account: Account, actor: Membership, feature: str, enabled: bool,
+                now: datetime) -> bool:
+    """Turn a feature on or off, recording the billing event; returns False when nothing changed."""
+    contract = session.scalar(select(FeatureContract).where(FeatureContract.account_id == account.id,
+                                                            FeatureContract.feature == feature))
+    if contract is None:
+        contract = FeatureContract(account_id=account.id, feature=feature, enabled=False, changed_at=now)
+        session.add(contract)
+    if contract.enabled == enabled:
+        return False
+    contract.enabled = enabled
+    contract.changed_at = now
+    session.add(BillingEvent(account_id=account.id, feature=feature, enabled=enabled, occurred_at=now,
+                             actor_user_id=actor.user_id))
+    audit.record(session, account.id, actor.user_id, "feature.on" if enabled else "feature.off", "feature",
+                 None, feature=feature)
+    if feature == EMAIL_FEATURE and not enabled:
+        from portal.mailbox.services import unlink_account
+        unlink_account(session, account.id, UnlinkReason.FEATURE_OFF, actor.user_id, now)
+    session.commit()
+    return True
+
+
+def billing_history(session: Session, account_id: int) -> list[BillingEvent]:
+    """The account's billing events, newest first."""
+    return list(session.scalars(select(BillingEvent).where(BillingEvent.account_id == account_id)
+                                .order_by(BillingEvent.occurred_at.desc(), BillingEvent.id.desc())))
+
+
+def stored_mail_volume(session: Session, account_id: int) -> MailVolume:
+    """Bytes and count of the account's imported mail (the import engine is what stores mail)."""
+    return MailVolume(bytes=0, messages=0)

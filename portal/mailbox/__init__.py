@@ -1,0 +1,1 @@
+"""メールボックス連携: linking and unlinking one's own mailbox."""

@@ -1,0 +1,44 @@
+"""The mailbox link form."""
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import Optional
+
+from portal.forms import (ServerFieldsMixin, email_address, host_field, max_length, port_field, required,
+                          security_field, strip)
+
+
+class LinkForm(ServerFieldsMixin, FlaskForm):
+    """The address, the server settings (typed or from a preset) and the credentials."""
+
+    preset_id = SelectField("推奨設定から選ぶ", validate_choice=False)
+    email = EmailField("メールアドレス", filters=[strip], validators=[required(), max_length(254), email_address()])
+    imap_host = host_field("IMAPサーバー")
+    imap_port = port_field("IMAPポート")
+    imap_security = security_field("IMAPのセキュリティ")
+    imap_username = StringField("IMAPユーザー名", filters=[strip], validators=[required(), max_length(254)])
+    imap_password = PasswordField("IMAPパスワード", validators=[required(), max_length(500)])
+    smtp_host = host_field("SMTPサーバー")
+    smtp_port = port_field("SMTPポート")
+    smtp_security = security_field("SMTPのセキュリティ")
+    smtp_username = StringField("SMTPユーザー名", filters=[strip], validators=[Optional(), max_length(254)])
+    smtp_password = PasswordField("SMTPパスワード", validators=[Optional(), max_length(500)])
+
+    def set_presets(self, presets) -> None:
+        """Offer the account's presets; choosing one fills (and on the server, supplies) the server fields."""
+        self.preset_id.choices = [SelectChoice("", "（手動で入力）")] + [
+            SelectChoice(str(p.id), p.name, render_kw={
+                "data-imap-host": p.imap_host, "data-imap-port": p.imap_port,
+                "data-imap-security": p.imap_security.value, "data-smtp-host": p.smtp_host,
+                "data-smtp-port": p.smtp_port, "data-smtp-security": p.smtp_security.value})
+            for p in presets]
+
+    def apply_preset(self, preset) -> None:
+        """Take the server settings from the chosen preset, before validation."""
+        for protocol in ("imap", "smtp"):
+            for part in ("host", "port", "security"):
+                value = getattr(preset, f"{protocol}_{part}")
+                field = getattr(self, f"{protocol}_{part}")
+                field.data = value.value if hasattr(value, "value") else value
+                field.raw_data = [str(field.data)]
+                field.process_errors = []

@@ -1,0 +1,100 @@
+"""メールボックス連携: link one's own mailbox after a real check, see its state, unlink it."""
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+
+from portal.extensions import db
+from portal.features.services import FeatureOff, is_enabled
+from portal.mailbox import services
+from portal.mailbox.forms import LinkForm
+from portal.mailsync.connection import MailboxError, ServerSettings
+from portal.models import MailboxPreset, Security, utcnow
+from portal.policy import Action
+from portal.web import current_membership, permission_required, scoped
+
+bp = Blueprint("mailbox", __name__, url_prefix="/settings/mailbox")
+
+
+def _feature_off_page():
+    """The explanation shown while メール is off (409 for an attempted link)."""
+    status = 200 if request.method == "GET" else 409
+    return render_template("mailbox/feature_off.html", title="メールボックス連携"), status
+
+
+def _link_request(form: LinkForm, preset_id: int | None) -> services.LinkRequest:
+    """Build the service input; SMTP credentials default to the IMAP ones."""
+    imap = ServerSettings(form.imap_host.data, form.imap_port.data, Security(form.imap_security.data),
+                          form.imap_username.data, form.imap_password.data)
+    smtp = ServerSettings(form.smtp_host.data, form.smtp_port.data, Security(form.smtp_security.data),
+                          form.smtp_username.data or imap.username, form.smtp_password.data or imap.password)
+    return services.LinkRequest(email=form.email.data, imap=imap, smtp=smtp, preset_id=preset_id)
+
+
+def _chosen_preset(form: LinkForm) -> MailboxPreset | None:
+    """The preset the member picked, from their own account only."""
+    if not form.preset_id.data:
+        return None
+    try:
+        preset_id = int(form.preset_id.data)
+    except ValueError:
+        return None
+    return db.session.scalar(scoped(MailboxPreset).where(MailboxPreset.id == preset_id))
+
+
+@bp.route("", methods=["GET", "POST"])
+@permission_required(Action.LINK_OWN_MAILBOX)
+def index():
+    """The link's state when linked; otherwise the link form, verified against the real servers on 連携する."""
+    membership = current_membership()
+    if not is_enabled(db.session, membership.account_id):
+        return _feature_off_page()
+    link = services.live_link(db.session, membership.id)
+    if link is not None:
+        if request.method == "POST":
+            flash("すでにメールボックスを連携しています。", "warning")
+        return render_template("mailbox/status.html", link=link, state_labels=services.STATE_LABELS)
+    form = LinkForm()
+    form.set_presets(services.presets_of(db.session, membership.account_id))
+    if request.method == "GET":
+        form.email.data = form.email.data or membership.user.email
+        form.imap_port.data, form.smtp_port.data = 993, 587
+        form.imap_security.data, form.smtp_security.data = "ssl", "starttls"
+    if request.method == "POST":
+        preset = _chosen_preset(form)
+        if preset is not None:
+            form.apply_preset(preset)
+        elif form.preset_id.data:
+            form.preset_id.errors = ["推奨設定を選び直してください。"]
+        if form.validate() & form.check_server_fields(services.connection_policy(current_app.config)) \
+                and not form.preset_id.errors:
+            try:
+                services.link_mailbox(db.session, membership, _link_request(form, preset.id if preset else None),
+                                      services.connection_policy(current_app.config),
+                                      services.secret_box(current_app.config), utcnow())
+            except MailboxError as error:
+                form.form_errors.append(error.message)
+            except FeatureOff:
+                return _feature_off_page()
+            except services.AlreadyLinked:
+                flash("すでにメールボックスを連携しています。", "warning")
+                return redirect(url_for("mailbox.index"))
+            else:
+                flash("メールボックスを連携しました。これ以降に送受信したお客様とのメールが取り込まれます。", "success")
+                return redirect(url_for("mailbox.index"))
+    failed = request.method == "POST"
+    return render_template("mailbox/form.html", form=form, reason_labels=services.UNLINK_REASON_LABELS,
+                           previous=services.latest_unlinked(db.session, membership.id)), 422 if failed else 200
+
+
+@bp.route("/unlink", methods=["GET", "POST"])
+@permission_required(Action.LINK_OWN_MAILBOX)
+def unlink():
+    """Confirm, then unlink one's own mailbox; imported mail stays."""
+    membership = current_membership()
+    link = services.live_link(db.session, membership.id)
+    if link is None:
+        flash("連携しているメールボックスはありません。", "info")
+        return redirect(url_for("mailbox.index"))
+    if request.method == "POST":
+        services.unlink_member_link(db.session, link, membership.user_id, utcnow())
+        flash("メールボックスの連携を解除しました。取り込み済みのメールはそのまま残ります。", "success")
+        return redirect(url_for("mailbox.index"))
+    return render_template("mailbox/unlink.html", link=link)

@@ -1,0 +1,165 @@
+"""Mailbox link use cases: link after a real check, unlink (by the member or automatically), key rotation."""
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Mapping
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal import audit
+from portal.auth.services import normalise_email
+from portal.features.services import FeatureOff, is_enabled
+from portal.mailsync.connection import ConnectionPolicy, ServerSettings
+from portal.mailsync.verify import FolderSnapshot, verify_mailbox
+from portal.models import (EMAIL_FEATURE, LinkState, MailboxFolder, MailboxLink, MailboxPreset, Membership,
+                           UnlinkReason)
+from portal.secretbox import SecretBox
+
+Verifier = Callable[[ServerSettings, ServerSettings, ConnectionPolicy], list[FolderSnapshot]]
+
+UNLINK_REASON_LABELS = {
+    UnlinkReason.BY_MEMBER: "本人が連携を解除しました",
+    UnlinkReason.MEMBER_DISABLED: "ユーザーが無効化されたため、連携を解除しました",
+    UnlinkReason.MEMBER_DELETED: "ユーザーが削除されたため、連携を解除しました",
+    UnlinkReason.ACCOUNT_DISABLED: "アカウントが無効化されたため、連携を解除しました",
+    UnlinkReason.ACCOUNT_CANCELLED: "アカウントが解約されたため、連携を解除しました",
+    UnlinkReason.FEATURE_OFF: "メール機能がオフになったため、連携を解除しました",
+}
+STATE_LABELS = {LinkState.ACTIVE: "連携中", LinkState.ERROR: "エラー", LinkState.REAUTH: "要再認証",
+                LinkState.UNLINKED: "連携解除"}
+
+
+class AlreadyLinked(Exception):
+    """The member already has a live link in this account."""
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    """What the member entered: the address and both servers' settings with credentials."""
+
+    email: str
+    imap: ServerSettings
+    smtp: ServerSettings
+    preset_id: int | None = None
+
+
+def connection_policy(config: Mapping) -> ConnectionPolicy:
+    """The operator's connection rules from the app settings."""
+    return ConnectionPolicy(allow_plaintext=bool(config.get("MAIL_ALLOW_PLAINTEXT")),
+                            ca_file=config.get("MAIL_CA_FILE"),
+                            extra_ports=tuple(config.get("MAIL_EXTRA_PORTS") or ()),
+                            timeout=float(config.get("MAIL_TIMEOUT_SECONDS", 15)))
+
+
+def secret_box(config: Mapping) -> SecretBox:
+    """The password encrypter from the app settings."""
+    return SecretBox(config["MAILBOX_ENCRYPTION_KEY"], config.get("MAILBOX_ENCRYPTION_OLD_KEYS") or ())
+
+
+def password_context(link_id: int, column: str) -> str:
+    """Binds a ciphertext to one row and column, so a copy elsewhere does not decrypt."""
+    return f"mailbox_links:{link_id}:{column}"
+
+
+def live_link(session: Session, membership_id: int) -> MailboxLink | None:
+    """The member's link that is not unlinked, if any."""
+    return session.scalar(select(MailboxLink).where(MailboxLink.membership_id == membership_id,
+                                                    MailboxLink.state != LinkState.UNLINKED))
+
+
+def latest_unlinked(session: Session, membership_id: int) -> MailboxLink | None:
+    """The member's most recently stopped link, to explain why it stopped."""
+    return session.scalar(select(MailboxLink).where(MailboxLink.membership_id == membership_id,
+                                                    MailboxLink.state == LinkState.UNLINKED)
+                          .order_by(MailboxLink.unlinked_at.desc(), MailboxLink.id.desc()).limit(1))
+
+
+def presets_of(session: Session, account_id: int) -> list[MailboxPreset]:
+    """The account's recommended server settings, by name."""
+    return list(session.scalars(select(MailboxPreset).where(MailboxPreset.account_id == account_id)
+                                .order_by(MailboxPreset.name, MailboxPreset.id)))
+
+
+def link_mailbox(session: Session, membership: Membership, request: LinkRequest, policy: ConnectionPolicy,
+                 box: SecretBox, now: datetime, verifier: Verifier = verify_mailbox) -> MailboxLink:
+    """Verify the mailbox for real, then store the link with its folder boundaries, all or nothing."""
+    if not is_enabled(session, membership.account_id, EMAIL_FEATURE):
+        raise FeatureOff()
+    if live_link(session, membership.id) is not None:
+        raise AlreadyLinked()
+    snapshots = verifier(request.imap, request.smtp, policy)  # raises MailboxError; nothing saved yet
+    link = MailboxLink(
+        account_id=membership.account_id, membership_id=membership.id, email=normalise_email(request.email),
+        imap_host=request.imap.host, imap_port=request.imap.port, imap_security=request.imap.security,
+        imap_username=request.imap.username, smtp_host=request.smtp.host, smtp_port=request.smtp.port,
+        smtp_security=request.smtp.security, smtp_username=request.smtp.username,
+        state=LinkState.ACTIVE, linked_at=now)
+    session.add(link)
+    session.flush()  # the row id is part of the encryption context
+    link.imap_password_encrypted = box.encrypt(request.imap.password, password_context(link.id, "imap_password"))
+    link.smtp_password_encrypted = box.encrypt(request.smtp.password, password_context(link.id, "smtp_password"))
+    for snapshot in snapshots:
+        session.add(MailboxFolder(link_id=link.id, role=snapshot.role, name=snapshot.name,
+                                  uidvalidity=snapshot.uidvalidity, boundary_uidnext=snapshot.uidnext,
+                                  last_uid=snapshot.uidnext - 1))
+    audit.record(session, membership.account_id, membership.user_id, "mailbox.link", "mailbox_link", link.id,
+                 email=link.email, imap_host=link.imap_host, preset_id=request.preset_id)
+    session.commit()
+    return link
+
+
+def link_passwords(link: MailboxLink, box: SecretBox) -> tuple[str, str]:
+    """Decrypt the IMAP and SMTP passwords of a link (for the import engine and sending)."""
+    return (box.decrypt(link.imap_password_encrypted, password_context(link.id, "imap_password")),
+            box.decrypt(link.smtp_password_encrypted, password_context(link.id, "smtp_password")))
+
+
+def _unlink(session: Session, link: MailboxLink, reason: UnlinkReason, actor_user_id: int | None,
+            now: datetime) -> None:
+    """Stop one link; its imported mail is untouched and the stored passwords are wiped."""
+    link.state = LinkState.UNLINKED
+    link.unlink_reason = reason
+    link.unlinked_at = now
+    link.imap_password_encrypted = ""
+    link.smtp_password_encrypted = ""
+    audit.record(session, link.account_id, actor_user_id, "mailbox.unlink", "mailbox_link", link.id,
+                 reason=reason.value, email=link.email)
+
+
+def unlink_member_link(session: Session, link: MailboxLink, actor_user_id: int, now: datetime) -> None:
+    """The member unlinks their own mailbox."""
+    _unlink(session, link, UnlinkReason.BY_MEMBER, actor_user_id, now)
+    session.commit()
+
+
+def unlink_membership(session: Session, membership_id: int, reason: UnlinkReason, actor_user_id: int | None,
+                      now: datetime) -> int:
+    """Unlink a member's live link (no commit: part of the caller's change); returns how many."""
+    link = live_link(session, membership_id)
+    if link is None:
+        return 0
+    _unlink(session, link, reason, actor_user_id, now)
+    return 1
+
+
+def unlink_account(session: Session, account_id: int, reason: UnlinkReason, actor_user_id: int | None,
+                   now: datetime) -> int:
+    """Unlink every live link of an account (no commit); returns how many."""
+    links = session.scalars(select(MailboxLink).where(MailboxLink.account_id == account_id,
+                                                      MailboxLink.state != LinkState.UNLINKED)).all()
+    for link in links:
+        _unlink(session, link, reason, actor_user_id, now)
+    return len(links)
+
+
+def rotate_encryption_key(session: Session, box: SecretBox) -> int:
+    """Re-encrypt every stored password made with an old key under the current key; returns how many links."""
+    rotated = 0
+    for link in session.scalars(select(MailboxLink).where(MailboxLink.imap_password_encrypted != "")):
+        if box.needs_rotation(link.imap_password_encrypted) or box.needs_rotation(link.smtp_password_encrypted):
+            imap_password, smtp_password = link_passwords(link, box)
+            link.imap_password_encrypted = box.encrypt(imap_password, password_context(link.id, "imap_password"))
+            link.smtp_password_encrypted = box.encrypt(smtp_password, password_context(link.id, "smtp_password"))
+            rotated += 1
+    session.commit()
+    return rotated

@@ -1,0 +1,1 @@
+"""メールボックスサーバーの推奨設定: the account's IMAP/SMTP presets."""

@@ -1,0 +1,95 @@
+"""メールボックスサーバーの推奨設定: list, add, edit (pen) and delete (trash, then 「はい、削除します」)."""
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+
+from portal.extensions import db
+from portal.features.services import is_enabled
+from portal.mailbox.services import connection_policy, presets_of
+from portal.mailservers import services
+from portal.mailservers.forms import PresetForm
+from portal.models import MailboxPreset, Security
+from portal.policy import Action
+from portal.web import authorize, current_membership, get_scoped_or_404, member_required, permission_required
+
+bp = Blueprint("mailservers", __name__, url_prefix="/settings/mailbox-servers")
+
+
+def _feature_off_page():
+    """The explanation shown on every mailbox screen while メール is off (409 for attempted changes)."""
+    status = 200 if request.method == "GET" else 409
+    return render_template("mailbox/feature_off.html", title="メールボックスサーバーの推奨設定"), status
+
+
+def _email_on() -> bool:
+    """True when the current account has the メール feature on."""
+    return is_enabled(db.session, current_membership().account_id)
+
+
+def _form_data(form: PresetForm) -> services.PresetData:
+    """The service input from a validated form."""
+    return services.PresetData(
+        name=form.name.data, imap_host=form.imap_host.data, imap_port=form.imap_port.data,
+        imap_security=Security(form.imap_security.data), smtp_host=form.smtp_host.data,
+        smtp_port=form.smtp_port.data, smtp_security=Security(form.smtp_security.data))
+
+
+def _valid(form: PresetForm) -> bool:
+    """Field checks plus the operator's port and plaintext rules."""
+    return form.validate_on_submit() & form.check_server_fields(connection_policy(current_app.config))
+
+
+@bp.get("")
+@member_required
+def index():
+    """Every member sees the presets; only managers and above get the pen and trash icons."""
+    if not _email_on():
+        return _feature_off_page()
+    return render_template("mailservers/index.html",
+                           presets=presets_of(db.session, current_membership().account_id))
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@permission_required(Action.EDIT_MAILBOX_PRESETS)
+def create():
+    """Add a preset."""
+    if not _email_on():
+        return _feature_off_page()
+    form = PresetForm()
+    if request.method == "GET":
+        form.imap_port.data, form.smtp_port.data = 993, 587
+        form.imap_security.data, form.smtp_security.data = "ssl", "starttls"
+    if request.method == "POST" and _valid(form):
+        services.create_preset(db.session, current_membership(), _form_data(form))
+        flash("メールボックスサーバーの推奨設定を保存しました。", "success")
+        return redirect(url_for("mailservers.index"))
+    return render_template("mailservers/form.html", form=form), 422 if form.errors else 200
+
+
+@bp.route("/<int:preset_id>/edit", methods=["GET", "POST"])
+@member_required
+def edit(preset_id: int):
+    """Edit a preset (the pen icon)."""
+    preset = get_scoped_or_404(MailboxPreset, preset_id)
+    authorize(Action.EDIT_MAILBOX_PRESETS)
+    if not _email_on():
+        return _feature_off_page()
+    form = PresetForm(obj=preset if request.method == "GET" else None)
+    if request.method == "GET":
+        form.imap_security.data, form.smtp_security.data = preset.imap_security.value, preset.smtp_security.value
+    if request.method == "POST" and _valid(form):
+        services.update_preset(db.session, current_membership(), preset, _form_data(form))
+        flash("メールボックスサーバーの推奨設定を保存しました。", "success")
+        return redirect(url_for("mailservers.index"))
+    return render_template("mailservers/form.html", form=form), 422 if form.errors else 200
+
+
+@bp.route("/<int:preset_id>/delete", methods=["GET", "POST"])
+@member_required
+def delete(preset_id: int):
+    """Confirm, then delete a preset (the trash icon)."""
+    preset = get_scoped_or_404(MailboxPreset, preset_id)
+    authorize(Action.EDIT_MAILBOX_PRESETS)
+    if request.method == "POST":
+        services.delete_preset(db.session, current_membership(), preset)
+        flash(f"推奨設定「{preset.name}」を削除しました。", "success")
+        return redirect(url_for("mailservers.index"))
+    return render_template("mailservers/delete.html", preset=preset)

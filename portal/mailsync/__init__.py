@@ -1,0 +1,1 @@
+"""Talking to mail servers and importing mail. No Flask imports anywhere in this package."""

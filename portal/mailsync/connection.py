@@ -1,0 +1,166 @@
+"""Opening verified IMAP and SMTP connections, with every failure turned into a Japanese message."""
+import base64
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
+
+from portal.models.mailbox import Security
+
+STANDARD_MAIL_PORTS = (993, 143, 465, 587, 25)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and as whom to connect."""
+
+    host: str
+    port: int
+    security: Security
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ConnectionPolicy:
+    """The operator's rules: TLS only unless plaintext is allowed, mail ports only, a CA to trust, timeouts."""
+
+    allow_plaintext: bool = False
+    ca_file: str | None = None
+    extra_ports: tuple[int, ...] = ()
+    timeout: float = 15.0
+
+    @property
+    def allowed_ports(self) -> set[int]:
+        """Ports a mailbox may use."""
+        return set(STANDARD_MAIL_PORTS) | set(self.extra_ports)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A verifying TLS context that also trusts the configured company CA."""
+        context = ssl.create_default_context()
+        if self.ca_file:
+            context.load_verify_locations(cafile=self.ca_file)
+        return context
+
+
+class MailboxError(Exception):
+    """A mailbox problem with a code for the program and a Japanese message for the member."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def network_error(protocol: str, error: BaseException) -> MailboxError:
+    """Translate a socket/TLS failure into the member's words."""
+    if isinstance(error, socket.gaierror):
+        return MailboxError("host_not_found", f"{protocol}サーバーが見つかりません。ホスト名を確認してください。")
+    if isinstance(error, (socket.timeout, TimeoutError)):
+        return MailboxError("timeout", f"{protocol}サーバーから応答がありません（タイムアウト）。"
+                                       "ホスト名とポート番号を確認してください。")
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return MailboxError("tls_certificate", f"{protocol}サーバーのTLS証明書を確認できません。"
+                                               "証明書が信頼できないか、ホスト名と一致しません。")
+    if isinstance(error, ssl.SSLError):
+        return MailboxError("tls_failed", f"{protocol}サーバーとTLSで通信できません。"
+                                          "セキュリティ（SSL/TLS・STARTTLS）とポート番号の組み合わせを確認してください。")
+    return MailboxError("connect_failed", f"{protocol}サーバーに接続できません。"
+                                          "ホスト名・ポート番号を確認し、サーバーが起動しているか確かめてください。")
+
+
+def check_policy(protocol: str, settings: ServerSettings, policy: ConnectionPolicy) -> None:
+    """Refuse plaintext and non-mail ports before any connection is made."""
+    if settings.security == Security.NONE and not policy.allow_plaintext:
+        raise MailboxError("plaintext_refused", f"{protocol}は暗号化なしでは接続できません。"
+                                                "SSL/TLS または STARTTLS を選んでください。")
+    if settings.port not in policy.allowed_ports:
+        raise MailboxError("port_refused", f"{protocol}のポート番号 {settings.port} は使用できません。")
+
+
+def open_imap(settings: ServerSettings, policy: ConnectionPolicy) -> IMAPClient:
+    """Connect and log in to IMAP; raises MailboxError with the member's message."""
+    check_policy("IMAP", settings, policy)
+    try:
+        client = IMAPClient(settings.host, port=settings.port, ssl=settings.security == Security.SSL,
+                            ssl_context=policy.ssl_context(), timeout=policy.timeout)
+    except IMAPClient.Error as error:
+        raise MailboxError("not_imap", "このサーバー・ポートではIMAPが提供されていません。ポート番号を確認してください。") from error
+    except (OSError, ssl.SSLError) as error:
+        raise network_error("IMAP", error) from error
+    try:
+        if settings.security == Security.STARTTLS:
+            client.starttls(policy.ssl_context())
+        if (settings.username + settings.password).isascii():
+            client.login(settings.username, settings.password)
+        else:  # LOGIN cannot carry non-ASCII; AUTHENTICATE PLAIN sends UTF-8
+            client.plain_login(settings.username, settings.password)
+        return client
+    except LoginError as error:
+        close_quietly(client)
+        raise MailboxError("imap_login", "IMAPサーバーにログインできません。ユーザー名とパスワードを確認してください。") from error
+    except IMAPClient.Error as error:
+        close_quietly(client)
+        raise MailboxError("not_imap", "IMAPサーバーが接続を受け付けません。セキュリティの設定を確認してください。") from error
+    except (OSError, ssl.SSLError) as error:
+        close_quietly(client)
+        raise network_error("IMAP", error) from error
+
+
+def open_smtp(settings: ServerSettings, policy: ConnectionPolicy) -> smtplib.SMTP:
+    """Connect and log in to SMTP; raises MailboxError with the member's message."""
+    check_policy("SMTP", settings, policy)
+    try:
+        if settings.security == Security.SSL:
+            smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=policy.timeout,
+                                    context=policy.ssl_context())
+        else:
+            smtp = smtplib.SMTP(settings.host, settings.port, timeout=policy.timeout)
+    except smtplib.SMTPException as error:
+        raise MailboxError("smtp_rejected", "SMTPサーバーが接続を受け付けません。ポート番号を確認してください。") from error
+    except (OSError, ssl.SSLError) as error:
+        raise network_error("SMTP", error) from error
+    try:
+        smtp.ehlo()
+        if settings.security == Security.STARTTLS:
+            smtp.starttls(context=policy.ssl_context())
+            smtp.ehlo()
+        _smtp_login(smtp, settings.username, settings.password)
+        return smtp
+    except smtplib.SMTPAuthenticationError as error:
+        close_quietly(smtp)
+        raise MailboxError("smtp_login", "SMTPサーバーにログインできません。ユーザー名とパスワードを確認してください。") from error
+    except smtplib.SMTPException as error:
+        close_quietly(smtp)
+        raise MailboxError("smtp_rejected", "SMTPサーバーが接続を受け付けません。"
+                                            "セキュリティ（SSL/TLS・STARTTLS）の設定を確認してください。") from error
+    except (OSError, ssl.SSLError) as error:
+        close_quietly(smtp)
+        raise network_error("SMTP", error) from error
+
+
+def _smtp_login(smtp: smtplib.SMTP, username: str, password: str) -> None:
+    """Log in; smtplib only encodes ASCII credentials, so non-ASCII ones go as UTF-8 AUTH PLAIN."""
+    if (username + password).isascii():
+        smtp.login(username, password)
+        return
+    if not smtp.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("AUTH not supported")
+    token = base64.b64encode(b"\0" + username.encode() + b"\0" + password.encode()).decode()
+    code, response = smtp.docmd("AUTH", "PLAIN " + token)
+    if code != 235:
+        raise smtplib.SMTPAuthenticationError(code, response)
+
+
+def close_quietly(connection) -> None:
+    """Drop a half-open connection without letting its own errors hide the real one."""
+    try:
+        if isinstance(connection, IMAPClient):
+            connection.shutdown()
+        else:
+            connection.close()
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
