@@ -1,10 +1,11 @@
-"""Operator commands: flask --app wsgi create-account | seed-demo."""
+"""Operator commands: flask --app wsgi create-account | seed-demo | rotate-mailbox-key | set-account-status."""
 import click
 from flask import Flask
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import User
+from portal.mailbox.services import rotate_encryption_key, secret_box
+from portal.models import Account, AccountStatus, User
 from portal.settings import services
 
 
@@ -31,6 +32,23 @@ def init_app(app: Flask) -> None:
             raise click.BadParameter("パスワードは10文字以上にしてください。", param_hint="--owner-password")
         account = services.create_account(db.session, name, owner_email, owner_password, owner_name)
         click.echo(f"アカウント「{account.name}」(id={account.id}) を作成しました。オーナー: {owner_email.strip().lower()}")
+
+    @app.cli.command("rotate-mailbox-key")
+    def rotate_mailbox_key_command():
+        """Re-encrypt stored mailbox passwords with MAILBOX_ENCRYPTION_KEY (old keys in MAILBOX_ENCRYPTION_OLD_KEYS)."""
+        rotated = rotate_encryption_key(db.session, secret_box(app.config))
+        click.echo(f"{rotated}件のメールボックス連携のパスワードを新しい鍵で暗号化し直しました。")
+
+    @app.cli.command("set-account-status")
+    @click.option("--account", "account_id", required=True, type=int, help="アカウントID")
+    @click.option("--status", required=True, type=click.Choice([s.value for s in AccountStatus]))
+    def set_account_status_command(account_id, status):
+        """Re-activate, disable or cancel an account (stopping it unlinks every mailbox)."""
+        account = db.session.get(Account, account_id)
+        if account is None:
+            raise click.ClickException(f"アカウント {account_id} は存在しません。")
+        unlinked = services.change_account_status(db.session, account, None, AccountStatus(status))
+        click.echo(f"アカウント「{account.name}」の状態を {status} にしました（連携解除 {unlinked}件）。")
 
     @app.cli.command("seed-demo")
     @click.option("--if-empty", is_flag=True, help="アカウントが1件もないときだけ作成する")
