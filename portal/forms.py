@@ -1,7 +1,7 @@
 """Validators and fields with Japanese messages shared by every form."""
 from wtforms import IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, Length, NumberRange, Regexp, ValidationError
+from wtforms.validators import DataRequired, Email, Length, NumberRange, Regexp, StopValidation, ValidationError
 
 
 def required():
@@ -63,6 +63,11 @@ class PortField(IntegerField):
         except ValueError as error:
             self.data = None
             raise ValueError("ポート番号は半角数字で入力してください。") from error
+
+    def pre_validate(self, form):
+        """Stop at the parse error; the required check would otherwise replace it with a vaguer one."""
+        if self.process_errors:
+            raise StopValidation()
 
 
 def port_field(label: str):

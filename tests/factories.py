@@ -3,7 +3,13 @@ from itertools import count
 
 from portal.customers.services import CustomerData, create_customer
 from portal.extensions import db
-from portal.models import Account, Customer, Membership, MembershipState, Role
+from portal.features.services import set_feature
+from portal.mailbox.services import LinkRequest, link_mailbox
+from portal.mailsync.connection import ConnectionPolicy, ServerSettings
+from portal.mailsync.verify import FolderSnapshot
+from portal.models import (EMAIL_FEATURE, Account, Customer, FolderRole, MailboxLink, Membership, MembershipState,
+                           Role, Security, utcnow)
+from portal.secretbox import SecretBox
 from portal.settings.services import create_account
 from portal.users.services import add_member
 
@@ -39,3 +45,28 @@ def make_customer(account: Account, name: str | None = None, email: str | None =
     return create_customer(db.session, account, None, CustomerData(
         name=name or f"顧客{number}", email=email or f"customer{number}@client.example",
         company=company, assigned_membership_id=assigned.id if assigned else None))
+
+
+TEST_KEY = "q3f5W8l1hXo3dQKcTn7VbP1m5eZx9yLr0aS2uJ4kG6E="
+
+
+def enable_email(account: Account, actor: Membership) -> None:
+    """Turn the メール feature on for the account."""
+    set_feature(db.session, account, actor, EMAIL_FEATURE, True, utcnow())
+
+
+def fake_verifier(uidvalidity: int = 1000, inbox_next: int = 5, sent_next: int = 3):
+    """A stand-in for the real server check (unit tests only; integration tests use Dovecot)."""
+    def verify(imap, smtp, policy):
+        return [FolderSnapshot(FolderRole.INBOX, "INBOX", uidvalidity, inbox_next),
+                FolderSnapshot(FolderRole.SENT, "Sent", uidvalidity + 1, sent_next)]
+    return verify
+
+
+def make_link(membership: Membership, email: str | None = None, password: str = "imap-secret") -> MailboxLink:
+    """A live mailbox link for the member, made through the real service with a fake server check."""
+    settings = ServerSettings("mail.example.jp", 993, Security.SSL, email or membership.user.email, password)
+    smtp = ServerSettings("mail.example.jp", 587, Security.STARTTLS, settings.username, "smtp-" + password)
+    request = LinkRequest(email=email or membership.user.email, imap=settings, smtp=smtp)
+    return link_mailbox(db.session, membership, request, ConnectionPolicy(), SecretBox(TEST_KEY), utcnow(),
+                        verifier=fake_verifier())

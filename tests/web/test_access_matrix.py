@@ -3,8 +3,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from portal.models import Role
-from tests.factories import make_account, make_customer, make_member
+from portal.extensions import db
+from portal.mailservers.services import PresetData, create_preset
+from portal.models import Role, Security
+from tests.factories import enable_email, make_account, make_customer, make_link, make_member
 
 ROLES = ["owner", "admin", "manager", "user"]
 ALL = dict.fromkeys(ROLES, 200)
@@ -15,6 +17,8 @@ def only(allowed: set[str], ok: int = 200) -> dict[str, int]:
     return {role: ok if role in allowed else 403 for role in ROLES}
 
 
+PRESET = {"name": "社内", "imap_host": "imap.example.jp", "imap_port": "993", "imap_security": "ssl",
+          "smtp_host": "smtp.example.jp", "smtp_port": "587", "smtp_security": "starttls"}
 ADMINS = {"owner", "admin"}
 MANAGERS = {"owner", "admin", "manager"}
 EVERYONE = set(ROLES)
@@ -58,6 +62,21 @@ CASES = [
     Case("POST", "/settings/users/{member}/enable", only(ADMINS, 302)),
     Case("GET", "/settings/users/{member}/delete", only(ADMINS)),
     Case("POST", "/settings/users/{member}/delete", only(ADMINS, 302)),
+    Case("GET", "/settings/features", only(ADMINS)),
+    Case("GET", "/settings/features/email/off", only(ADMINS)),
+    Case("POST", "/settings/features/email/off", only(ADMINS, 302), {"agree_unlink": "y"}),
+    Case("GET", "/settings/mailbox-servers", ALL),
+    Case("GET", "/settings/mailbox-servers/new", only(MANAGERS)),
+    Case("POST", "/settings/mailbox-servers/new", only(MANAGERS, 302), PRESET),
+    Case("GET", "/settings/mailbox-servers/{preset}/edit", only(MANAGERS)),
+    Case("POST", "/settings/mailbox-servers/{preset}/edit", only(MANAGERS, 302), PRESET),
+    Case("GET", "/settings/mailbox-servers/{preset}/delete", only(MANAGERS)),
+    Case("POST", "/settings/mailbox-servers/{preset}/delete", only(MANAGERS, 302)),
+    Case("GET", "/settings/mailbox", ALL),
+    Case("GET", "/settings/mailbox/unlink", ALL),
+    Case("POST", "/settings/mailbox/unlink", only(EVERYONE, 302)),
+    Case("GET", "/settings/account/disable", only(ADMINS)),
+    Case("POST", "/settings/account/cancel", only(ADMINS, 302)),
 ]
 
 
@@ -73,10 +92,17 @@ def world(app):
     other_account, other_owner = make_account("B社")
     other_member = make_member(other_account, Role.USER)
     other_customer = make_customer(other_account)
+    presets = {}
+    for company, owner_of in ((account, owner), (other_account, other_owner)):
+        enable_email(company, owner_of)
+        presets[company.id] = create_preset(db.session, owner_of, PresetData(
+            "社内", "imap.example.jp", 993, Security.SSL, "smtp.example.jp", 587, Security.STARTTLS)).id
+    for member in members.values():
+        make_link(member)
     return {
         "members": members,
-        "own": {"customer": customer.id, "member": target.id},
-        "other": {"customer": other_customer.id, "member": other_member.id},
+        "own": {"customer": customer.id, "member": target.id, "preset": presets[account.id]},
+        "other": {"customer": other_customer.id, "member": other_member.id, "preset": presets[other_account.id]},
     }
 
 
