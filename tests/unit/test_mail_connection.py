@@ -1,7 +1,10 @@
 """Connection rules and Sent-folder detection, without a network."""
+import socket
+import ssl
+
 import pytest
 
-from portal.mailsync.connection import ConnectionPolicy, MailboxError, ServerSettings, check_policy
+from portal.mailsync.connection import ConnectionPolicy, MailboxError, ServerSettings, check_policy, network_error
 from portal.mailsync.verify import find_sent_folder
 from portal.models import Security
 
@@ -54,3 +57,15 @@ def test_special_use_wins_over_names():
 def test_sent_by_common_names(names, expected):
     """Without SPECIAL-USE, common English and Japanese names are recognised."""
     assert find_sent_folder([folder(name, delimiter=b".") for name in names]) == expected
+
+
+@pytest.mark.parametrize("error,code,words", [
+    (socket.gaierror(-2, "Name or service not known"), "host_not_found", "サーバーが見つかりません"),
+    (ConnectionRefusedError(111, "refused"), "connect_failed", "接続できません"),
+    (socket.timeout("timed out"), "timeout", "タイムアウト"),
+    (ssl.SSLCertVerificationError("self signed"), "tls_certificate", "TLS証明書"),
+])
+def test_network_failures_become_japanese_messages(error, code, words):
+    """Each kind of failure names its cause (DNS is not reachable from tests, so host-not-found is checked here)."""
+    translated = network_error("IMAP", error)
+    assert translated.code == code and words in translated.message and translated.message.startswith("IMAP")
