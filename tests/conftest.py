@@ -14,6 +14,9 @@ from portal.config import normalise_database_url  # noqa: E402
 from portal.extensions import db, limiter  # noqa: E402
 from tests.factories import PASSWORD, TEST_KEY  # noqa: E402
 
+# The mail-server fixtures serve the integration and browser tests alike.
+pytest_plugins = ["tests.integration.fixtures"]
+
 FAST_HASHING = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_COST": 1024}
 
 
