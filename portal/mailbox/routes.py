@@ -13,10 +13,10 @@ from portal.web import current_membership, permission_required, scoped
 bp = Blueprint("mailbox", __name__, url_prefix="/settings/mailbox")
 
 
-def _feature_off_page():
-    """The explanation shown while メール is off (409 for an attempted link)."""
+def feature_off_page(title: str):
+    """The explanation every mailbox screen shows while メール is off (409 for an attempted change)."""
     status = 200 if request.method == "GET" else 409
-    return render_template("mailbox/feature_off.html", title="メールボックス連携"), status
+    return render_template("mailbox/feature_off.html", title=title), status
 
 
 def _link_request(form: LinkForm, preset_id: int | None) -> services.LinkRequest:
@@ -42,10 +42,10 @@ def _chosen_preset(form: LinkForm) -> MailboxPreset | None:
 @bp.route("", methods=["GET", "POST"])
 @permission_required(Action.LINK_OWN_MAILBOX)
 def index():
-    """The link's state when linked; otherwise the link form, verified against the real servers on 連携する."""
+    """The link's state when linked; otherwise the link form, verified against the real servers on submit."""
     membership = current_membership()
     if not is_enabled(db.session, membership.account_id):
-        return _feature_off_page()
+        return feature_off_page("メールボックス連携")
     link = services.live_link(db.session, membership.id)
     if link is not None:
         if request.method == "POST":
@@ -54,34 +54,40 @@ def index():
     form = LinkForm()
     form.set_presets(services.presets_of(db.session, membership.account_id))
     if request.method == "GET":
-        form.email.data = form.email.data or membership.user.email
+        form.email.data = membership.user.email
         form.imap_port.data, form.smtp_port.data = 993, 587
         form.imap_security.data, form.smtp_security.data = "ssl", "starttls"
-    if request.method == "POST":
-        preset = _chosen_preset(form)
-        if preset is not None:
-            form.apply_preset(preset)
-        elif form.preset_id.data:
-            form.preset_id.errors = ["推奨設定を選び直してください。"]
-        if form.validate() & form.check_server_fields(services.connection_policy(current_app.config)) \
-                and not form.preset_id.errors:
-            try:
-                services.link_mailbox(db.session, membership, _link_request(form, preset.id if preset else None),
-                                      services.connection_policy(current_app.config),
-                                      services.secret_box(current_app.config), utcnow())
-            except MailboxError as error:
-                form.form_errors.append(error.message)
-            except FeatureOff:
-                return _feature_off_page()
-            except services.AlreadyLinked:
-                flash("すでにメールボックスを連携しています。", "warning")
-                return redirect(url_for("mailbox.index"))
-            else:
-                flash("メールボックスを連携しました。これ以降に送受信したお客様とのメールが取り込まれます。", "success")
-                return redirect(url_for("mailbox.index"))
-    failed = request.method == "POST"
+    elif _link(form, membership):
+        flash("メールボックスを連携しました。これ以降に送受信したお客様とのメールが取り込まれます。", "success")
+        return redirect(url_for("mailbox.index"))
     return render_template("mailbox/form.html", form=form, reason_labels=services.UNLINK_REASON_LABELS,
-                           previous=services.latest_unlinked(db.session, membership.id)), 422 if failed else 200
+                           previous=services.latest_unlinked(db.session, membership.id)), \
+        422 if request.method == "POST" else 200
+
+
+def _link(form: LinkForm, membership) -> bool:
+    """Validate, apply the chosen preset, and link; failures become form errors."""
+    preset = _chosen_preset(form)
+    if preset is not None:
+        form.apply_preset(preset)
+    policy = services.connection_policy(current_app.config)
+    valid = form.validate() & form.check_server_fields(policy)
+    if form.preset_id.data and preset is None:
+        form.preset_id.errors.append("推奨設定を選び直してください。")
+        valid = False
+    if not valid:
+        return False
+    try:
+        services.link_mailbox(db.session, membership, _link_request(form, preset.id if preset else None), policy,
+                              services.secret_box(current_app.config), utcnow())
+        return True
+    except MailboxError as error:
+        form.form_errors.append(error.message)
+    except FeatureOff:
+        form.form_errors.append("メール機能がオフのため、連携できません。")
+    except services.AlreadyLinked:
+        form.form_errors.append("すでにメールボックスを連携しています。")
+    return False
 
 
 @bp.route("/unlink", methods=["GET", "POST"])

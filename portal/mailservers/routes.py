@@ -3,6 +3,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 
 from portal.extensions import db
 from portal.features.services import is_enabled
+from portal.mailbox.routes import feature_off_page
 from portal.mailbox.services import connection_policy, presets_of
 from portal.mailservers import services
 from portal.mailservers.forms import PresetForm
@@ -11,12 +12,6 @@ from portal.policy import Action
 from portal.web import authorize, current_membership, get_scoped_or_404, member_required, permission_required
 
 bp = Blueprint("mailservers", __name__, url_prefix="/settings/mailbox-servers")
-
-
-def _feature_off_page():
-    """The explanation shown on every mailbox screen while メール is off (409 for attempted changes)."""
-    status = 200 if request.method == "GET" else 409
-    return render_template("mailbox/feature_off.html", title="メールボックスサーバーの推奨設定"), status
 
 
 def _email_on() -> bool:
@@ -42,7 +37,7 @@ def _valid(form: PresetForm) -> bool:
 def index():
     """Every member sees the presets; only managers and above get the pen and trash icons."""
     if not _email_on():
-        return _feature_off_page()
+        return feature_off_page("メールボックスサーバーの推奨設定")
     return render_template("mailservers/index.html",
                            presets=presets_of(db.session, current_membership().account_id))
 
@@ -51,17 +46,7 @@ def index():
 @permission_required(Action.EDIT_MAILBOX_PRESETS)
 def create():
     """Add a preset."""
-    if not _email_on():
-        return _feature_off_page()
-    form = PresetForm()
-    if request.method == "GET":
-        form.imap_port.data, form.smtp_port.data = 993, 587
-        form.imap_security.data, form.smtp_security.data = "ssl", "starttls"
-    if request.method == "POST" and _valid(form):
-        services.create_preset(db.session, current_membership(), _form_data(form))
-        flash("メールボックスサーバーの推奨設定を保存しました。", "success")
-        return redirect(url_for("mailservers.index"))
-    return render_template("mailservers/form.html", form=form), 422 if form.errors else 200
+    return _preset_form(None)
 
 
 @bp.route("/<int:preset_id>/edit", methods=["GET", "POST"])
@@ -70,13 +55,24 @@ def edit(preset_id: int):
     """Edit a preset (the pen icon)."""
     preset = get_scoped_or_404(MailboxPreset, preset_id)
     authorize(Action.EDIT_MAILBOX_PRESETS)
+    return _preset_form(preset)
+
+
+def _preset_form(preset: MailboxPreset | None):
+    """The shared add/edit form: 「メールボックスサーバーの推奨設定を追加/編集」."""
     if not _email_on():
-        return _feature_off_page()
+        return feature_off_page("メールボックスサーバーの推奨設定")
     form = PresetForm(obj=preset if request.method == "GET" else None)
     if request.method == "GET":
-        form.imap_security.data, form.smtp_security.data = preset.imap_security.value, preset.smtp_security.value
+        form.imap_port.data = preset.imap_port if preset else 993
+        form.smtp_port.data = preset.smtp_port if preset else 587
+        form.imap_security.data = preset.imap_security.value if preset else "ssl"
+        form.smtp_security.data = preset.smtp_security.value if preset else "starttls"
     if request.method == "POST" and _valid(form):
-        services.update_preset(db.session, current_membership(), preset, _form_data(form))
+        if preset is None:
+            services.create_preset(db.session, current_membership(), _form_data(form))
+        else:
+            services.update_preset(db.session, current_membership(), preset, _form_data(form))
         flash("メールボックスサーバーの推奨設定を保存しました。", "success")
         return redirect(url_for("mailservers.index"))
     return render_template("mailservers/form.html", form=form), 422 if form.errors else 200
