@@ -133,3 +133,14 @@ def test_rotate_key_command_reencrypts_with_the_new_key(make_app):
         assert "1件" in result.output
         db.session.expire_all()
         assert link_passwords(link, SecretBox(new_key)) == ("imap-secret", "smtp-imap-secret")
+
+
+def test_group_address_links_for_several_members_and_accounts(app):
+    """info@ may be linked by two members of one account and by a member of another account."""
+    account, owner = make_account()
+    enable_email(account, owner)
+    other, other_owner = make_account()
+    enable_email(other, other_owner)
+    members = [owner, make_member(account, Role.MANAGER), other_owner]
+    links = [make_link(member, "info@shared.example.jp") for member in members]
+    assert [state(link)[0] for link in links] == [LinkState.ACTIVE] * 3
