@@ -1,0 +1,79 @@
+"""Japanese mail text decodes as Japanese mail clients meant it."""
+import pytest
+
+from portal.mailsync.charsets import clean, decode_iso2022jp, decode_text
+
+ESC_KANJI, ESC_ASCII, ESC_KANA = b"\x1b$B", b"\x1b(B", b"\x1b(I"
+
+
+def jis(text: str) -> bytes:
+    """ISO-2022-JP bytes written the way Outlook does (NEC/IBM characters included), via Shift_JIS."""
+    out, in_kanji = bytearray(), False
+    for char in text:
+        if ord(char) < 0x80:
+            if in_kanji:
+                out += ESC_ASCII
+                in_kanji = False
+            out += char.encode()
+            continue
+        high, low = char.encode("cp932")
+        high -= 0x70 if high < 0xA0 else 0xB0
+        high *= 2
+        if low < 0x9F:
+            high -= 1
+            low -= 0x1F + (1 if low > 0x7F else 0)
+        else:
+            low -= 0x7E
+        if not in_kanji:
+            out += ESC_KANJI
+            in_kanji = True
+        out += bytes((high, low))
+    return bytes(out + (ESC_ASCII if in_kanji else b""))
+
+
+def test_nec_and_ibm_extensions_survive_iso2022jp():
+    """①㈱Ⅱ㍉ (which no stock Python codec decodes from ISO-2022-JP) come out right."""
+    data = jis("①㈱Ⅱ㍉ テスト")
+    with pytest.raises(UnicodeDecodeError):
+        data.decode("iso2022_jp")
+    assert decode_text(data, "ISO-2022-JP") == ("①㈱Ⅱ㍉ テスト", False)
+
+
+def test_plain_iso2022jp_and_half_width_katakana():
+    """Ordinary JIS text and the JIS X 0201 katakana set both decode."""
+    assert decode_iso2022jp("お世話になっております。".encode("iso2022_jp")) == ("お世話になっております。", False)
+    assert decode_iso2022jp(ESC_KANA + b"\x31\x32\x33" + ESC_ASCII) == ("ｱｲｳ", False)
+
+
+@pytest.mark.parametrize("label", ["Shift_JIS", "shift-jis", "Windows-31J", "cp932"])
+def test_shift_jis_labels_use_cp932(label):
+    """Shift_JIS-labelled mail with NEC characters decodes through CP932."""
+    assert decode_text("①㈱ 見積書".encode("cp932"), label) == ("①㈱ 見積書", False)
+
+
+def test_euc_jp_with_characters_cpython_euc_jp_misses():
+    """EUC-JP labelled text decodes via EUC-JIS-2004 (㎝ fails in CPython's euc_jp)."""
+    data = "長さ10㎝".encode("euc_jis_2004")
+    assert decode_text(data, "EUC-JP") == ("長さ10㎝", False)
+
+
+def test_mislabelled_euc_jp_declared_as_iso2022jp_is_flagged():
+    """8-bit EUC-JP bytes under an ISO-2022-JP label: decoded as Japanese, flagged as a defect."""
+    data = "配信できませんでした".encode("euc_jp")
+    assert decode_text(data, "iso-2022-jp") == ("配信できませんでした", True)
+
+
+def test_unknown_charset_falls_back_and_flags():
+    """An unknown label (x-unknown) decodes by guessing and says so."""
+    assert decode_text("こんにちは".encode("utf-8"), "x-unknown") == ("こんにちは", True)
+
+
+def test_undecodable_bytes_are_replaced_and_flagged():
+    """Garbage still yields text (with replacement marks) and a defect flag, never an exception."""
+    text, defect = decode_text(b"\xff\xfe\xfa\x80\x81", "utf-8")
+    assert defect and text
+
+
+def test_nul_and_surrogates_never_reach_the_database():
+    """NUL bytes and lone surrogates are removed before storage."""
+    assert clean("a\x00b\udce2c") == "ab?c"
