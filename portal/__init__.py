@@ -76,4 +76,14 @@ def register_template_helpers(app: Flask) -> None:
         from zoneinfo import ZoneInfo
         return value.astimezone(ZoneInfo("Asia/Tokyo")).strftime(fmt) if value else ""
 
-    app.jinja_env.globals["g"] = g
+    @app.template_filter("filesize")
+    def format_filesize(size: int) -> str:
+        """A byte count as people read it (KB, MB, GB)."""
+        for unit in ("バイト", "KB", "MB", "GB"):
+            if size < 1024 or unit == "GB":
+                return f"{size:,} {unit}" if unit == "バイト" else f"{size:,.1f} {unit}"
+            size /= 1024
+        return f"{size:,.1f} TB"
+
+    # Blueprints whose screens live under アカウント・機能設定 (menu highlight and breadcrumb).
+    app.jinja_env.globals["SETTINGS_FAMILY"] = {"settings", "users", "features", "mailservers", "mailbox"}

@@ -44,6 +44,13 @@ class ServerFieldsMixin:
                 ok = False
         return ok
 
+    def offer_plaintext(self, allowed: bool) -> None:
+        """Hide 「なし（暗号化しない）」 unless the operator allows plaintext (a posted none still gets its message)."""
+        for protocol in ("imap", "smtp"):
+            for choice in getattr(self, f"{protocol}_security").choices:
+                if choice.value == "none" and not allowed:
+                    choice.render_kw = {"hidden": True, "disabled": True}
+
 
 def security_choices():
     """The security options, in the order members usually need them."""

@@ -15,18 +15,18 @@ class LinkForm(ServerFieldsMixin, FlaskForm):
     email = EmailField("メールアドレス", filters=[strip], validators=[required(), max_length(254), email_address()])
     imap_host = host_field("IMAPサーバー")
     imap_port = port_field("IMAPポート")
-    imap_security = security_field("IMAPのセキュリティ")
+    imap_security = security_field("IMAPの暗号化")
     imap_username = StringField("IMAPユーザー名", filters=[strip], validators=[required(), max_length(254)])
     imap_password = PasswordField("IMAPパスワード", validators=[required(), max_length(500)])
     smtp_host = host_field("SMTPサーバー")
     smtp_port = port_field("SMTPポート")
-    smtp_security = security_field("SMTPのセキュリティ")
+    smtp_security = security_field("SMTPの暗号化")
     smtp_username = StringField("SMTPユーザー名", filters=[strip], validators=[Optional(), max_length(254)])
     smtp_password = PasswordField("SMTPパスワード", validators=[Optional(), max_length(500)])
 
     def set_presets(self, presets) -> None:
         """Offer the account's presets; choosing one fills (and on the server, supplies) the server fields."""
-        self.preset_id.choices = [SelectChoice("", "（手動で入力）")] + [
+        self.preset_id.choices = [SelectChoice("", "手動で入力する")] + [
             SelectChoice(str(p.id), p.name, render_kw={
                 "data-imap-host": p.imap_host, "data-imap-port": p.imap_port,
                 "data-imap-security": p.imap_security.value, "data-smtp-host": p.smtp_host,

@@ -53,8 +53,9 @@ def index():
         return render_template("mailbox/status.html", link=link, state_labels=services.STATE_LABELS)
     form = LinkForm()
     form.set_presets(services.presets_of(db.session, membership.account_id))
+    form.offer_plaintext(current_app.config["MAIL_ALLOW_PLAINTEXT"])
     if request.method == "GET":
-        form.email.data = membership.user.email
+        form.email.data = form.imap_username.data = membership.user.email
         form.imap_port.data, form.smtp_port.data = 993, 587
         form.imap_security.data, form.smtp_security.data = "ssl", "starttls"
     elif _link(form, membership):

@@ -63,6 +63,7 @@ def _preset_form(preset: MailboxPreset | None):
     if not _email_on():
         return feature_off_page("メールボックスサーバーの推奨設定")
     form = PresetForm(obj=preset if request.method == "GET" else None)
+    form.offer_plaintext(current_app.config["MAIL_ALLOW_PLAINTEXT"])
     if request.method == "GET":
         form.imap_port.data = preset.imap_port if preset else 993
         form.smtp_port.data = preset.smtp_port if preset else 587

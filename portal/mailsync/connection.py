@@ -67,7 +67,7 @@ def network_error(protocol: str, error: BaseException) -> MailboxError:
                                                "証明書が信頼できないか、ホスト名と一致しません。")
     if isinstance(error, ssl.SSLError):
         return MailboxError("tls_failed", f"{protocol}サーバーとTLSで通信できません。"
-                                          "セキュリティ（SSL/TLS・STARTTLS）とポート番号の組み合わせを確認してください。")
+                                          "暗号化（SSL/TLS・STARTTLS）とポート番号の組み合わせを確認してください。")
     return MailboxError("connect_failed", f"{protocol}サーバーに接続できません。"
                                           "ホスト名・ポート番号を確認し、サーバーが起動しているか確かめてください。")
 
@@ -104,7 +104,7 @@ def open_imap(settings: ServerSettings, policy: ConnectionPolicy) -> IMAPClient:
         raise MailboxError("imap_login", "IMAPサーバーにログインできません。ユーザー名とパスワードを確認してください。") from error
     except IMAPClient.Error as error:
         close_quietly(client)
-        raise MailboxError("not_imap", "IMAPサーバーが接続を受け付けません。セキュリティの設定を確認してください。") from error
+        raise MailboxError("not_imap", "IMAPサーバーが接続を受け付けません。暗号化の設定を確認してください。") from error
     except (OSError, ssl.SSLError) as error:
         close_quietly(client)
         raise network_error("IMAP", error) from error
@@ -136,7 +136,7 @@ def open_smtp(settings: ServerSettings, policy: ConnectionPolicy) -> smtplib.SMT
     except smtplib.SMTPException as error:
         close_quietly(smtp)
         raise MailboxError("smtp_rejected", "SMTPサーバーが接続を受け付けません。"
-                                            "セキュリティ（SSL/TLS・STARTTLS）の設定を確認してください。") from error
+                                            "暗号化（SSL/TLS・STARTTLS）の設定を確認してください。") from error
     except (OSError, ssl.SSLError) as error:
         close_quietly(smtp)
         raise network_error("SMTP", error) from error

@@ -1,17 +1,92 @@
-"""Browser-test fixtures: the portal served by waitress on 127.0.0.1 in a background thread."""
+"""Browser-test fixtures and helpers: the portal served by waitress on 127.0.0.1, Debian's Chromium."""
 import threading
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import waitress
+from playwright.sync_api import expect, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium tries to reach the internet on its own.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture
-def live_server(make_app):
+def live_server_with(make_app):
+    """Factory: live_server_with(**config) serves a CSRF-enabled portal on a free port; returns (app, base_url)."""
+    running = []
+
+    def start(**config):
+        app = make_app(WTF_CSRF_ENABLED=True, **config)
+        server = waitress.create_server(app, host="127.0.0.1", port=0)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        running.append((server, thread))
+        return app, f"http://127.0.0.1:{server.effective_port}"
+
+    yield start
+    for server, thread in running:
+        server.close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_server(live_server_with):
     """Serve a CSRF-enabled portal on a free port; yields (app, base_url)."""
-    app = make_app(WTF_CSRF_ENABLED=True)
-    server = waitress.create_server(app, host="127.0.0.1", port=0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield app, f"http://127.0.0.1:{server.effective_port}"
-    server.close()
-    thread.join(timeout=5)
+    return live_server_with()
+
+
+@contextmanager
+def chromium_page():
+    """A page in a fresh Chromium; a missing binary fails the test instead of skipping it."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing; install it with "
+                    "`apt-get install -y --no-install-recommends chromium fonts-noto-cjk` "
+                    "(never `playwright install`)", pytrace=False)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(locale="ja-JP", viewport={"width": 1280, "height": 800})
+        finally:
+            browser.close()
+
+
+def record_console_error(message, errors: list) -> None:
+    """Keep console errors (the portal links its own favicon, so none are expected)."""
+    if message.type == "error":
+        errors.append(f"{message.text} ({message.location.get('url')})")
+
+
+def watch(page) -> tuple[list, list]:
+    """Record every request URL and every console or page error of the page; returns (requests, errors)."""
+    requests, errors = [], []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("console", lambda message: record_console_error(message, errors))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return requests, errors
+
+
+def assert_only_portal(requests: list, errors: list, base_url: str) -> None:
+    """Every request went to the portal and no script failed."""
+    portal_host = urlsplit(base_url).netloc
+    assert requests and all(urlsplit(url).netloc == portal_host for url in requests), requests
+    assert not errors, errors
+
+
+def log_in(page, base_url: str, email: str, password: str) -> None:
+    """Sign in through the login form and land on ホーム."""
+    page.goto(f"{base_url}/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", password)
+    page.get_by_role("button", name="ログイン").click()
+    expect(page.locator("h1")).to_have_text("ホーム")
+
+
+def keep_screenshot(page, path: Path) -> None:
+    """Save a full-page screenshot and check the file is there."""
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    assert path.is_file() and path.stat().st_size > 0

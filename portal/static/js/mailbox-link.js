@@ -1,15 +1,25 @@
-// Fill the server fields from the chosen preset; the server applies the preset again on submit.
+// Fill the server fields from the chosen preset and lock them (the server applies the preset on submit);
+// back to manual entry unlocks and clears them.
 (function () {
   var select = document.getElementById("preset_id");
   if (!select) return;
-  select.addEventListener("change", function () {
+  var parts = ["host", "port", "security"];
+  function apply() {
     var option = select.options[select.selectedIndex];
+    var manual = select.value === "";
     ["imap", "smtp"].forEach(function (protocol) {
-      ["host", "port", "security"].forEach(function (part) {
-        var value = option.getAttribute("data-" + protocol + "-" + part);
+      parts.forEach(function (part) {
         var field = document.getElementById(protocol + "_" + part);
-        if (value !== null && field) field.value = value;
+        if (!field) return;
+        var value = option.getAttribute("data-" + protocol + "-" + part);
+        if (!manual && value !== null) field.value = value;
+        if (manual && part === "host" && field.readOnly) field.value = "";
+        field.readOnly = !manual;
+        field.classList.toggle("bg-body-secondary", !manual);
+        if (field.tagName === "SELECT") field.style.pointerEvents = manual ? "" : "none";
       });
     });
-  });
+  }
+  select.addEventListener("change", apply);
+  if (select.value !== "") apply();
 })();
