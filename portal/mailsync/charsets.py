@@ -8,6 +8,7 @@ SUPERSETS = {
     "windows-31j": "cp932", "euc-jp": "euc_jis_2004", "x-euc-jp": "euc_jis_2004", "eucjp": "euc_jis_2004",
     "gb2312": "gb18030", "gbk": "gb18030", "ks_c_5601-1987": "cp949", "euc-kr": "cp949",
     "iso-8859-1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252", "latin1": "cp1252",
+    "iso-8859-8-i": "iso-8859-8", "x-mac-cyrillic": "mac-cyrillic",
 }
 ISO_2022_JP_LABELS = {"iso-2022-jp", "iso2022jp", "iso-2022-jp-1", "iso-2022-jp-2", "iso-2022-jp-3",
                       "iso-2022-jp-2004", "iso-2022-jp-ext", "csiso2022jp", "cp50220", "cp50221", "cp50222"}

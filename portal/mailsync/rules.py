@@ -2,7 +2,8 @@
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import getaddresses
+
+from portal.mailsync.parse import parse_addresses
 
 
 class Exclusion(str, enum.Enum):
@@ -69,13 +70,13 @@ class Decision:
 
 
 def addresses(header_value: str) -> list[str]:
-    """The addresses in a header, lower-cased; display names and encoded words play no part."""
-    found = []
-    for _, address in getaddresses([header_value or ""]):
-        address = address.strip().lower()
-        if "@" in address:
-            found.append(address)
-    return found
+    """The addresses in a header, lower-cased (a linear parser: getaddresses recurses to death on some headers)."""
+    return [address.email for address in parse_addresses(header_value or "") if "@" in address.email]
+
+
+def whole_seconds(moment: datetime) -> datetime:
+    """INTERNALDATE has one-second resolution: compare our own timestamps at that resolution too."""
+    return moment.replace(microsecond=0)
 
 
 def decide(envelope: Envelope, snapshot: AccountSnapshot, boundary_uid: int) -> Decision:
@@ -85,7 +86,7 @@ def decide(envelope: Envelope, snapshot: AccountSnapshot, boundary_uid: int) -> 
     from_addresses, to_addresses = addresses(envelope.from_), addresses(envelope.to)
     counted = [a for a in from_addresses + to_addresses if a not in snapshot.member_addresses]
     matched = {a: snapshot.customers[a] for a in counted if a in snapshot.customers}
-    existing = sorted({c.id for c in matched.values() if c.created_at <= envelope.internal_date})
+    existing = sorted({c.id for c in matched.values() if whole_seconds(c.created_at) <= envelope.internal_date})
     if existing:
         return Decision(customer_ids=tuple(existing))
     if matched:

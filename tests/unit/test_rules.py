@@ -67,3 +67,18 @@ def test_odd_headers_do_not_break_address_parsing():
     assert addresses("unlisted-recipients:; (no To-header on input)") == []
     assert addresses("") == [] and addresses("<<<>>>") == []
     assert addresses("a@x.example, B@Y.example") == ["a@x.example", "b@y.example"]
+
+
+def test_rule4_compares_at_the_servers_one_second_resolution():
+    """A customer created at 10:00:00.7 and mail arriving in that same second (INTERNALDATE 10:00:00) comes in."""
+    created = T0.replace(microsecond=700000)
+    snapshot = AccountSnapshot({"same@example.jp": CustomerRef(9, "same@example.jp", created)})
+    assert decide(envelope(when=T0, from_="same@example.jp"), snapshot, 1).customer_ids == (9,)
+    earlier = envelope(when=T0 - timedelta(seconds=1), from_="same@example.jp")
+    assert decide(earlier, snapshot, 1).exclusion == Exclusion.BEFORE_CUSTOMER
+
+
+def test_deeply_nested_comments_do_not_crash_a_pass():
+    """A To header that makes email.utils.getaddresses recurse to death still yields its address."""
+    nested = "yamada@example.jp " + "(" * 3000 + ")" * 3000
+    assert decide(envelope(to=nested), SNAPSHOT, 1).customer_ids == (1,)
