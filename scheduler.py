@@ -4,9 +4,16 @@ from flask import Flask
 
 from portal.auth.services import purge_expired_sessions
 from portal.extensions import db
+from portal.mailbox.syncing import run_sync
 from portal.models import utcnow
 
 PURGE_SESSIONS_JOB_ID = "purge-expired-login-sessions"
+SYNC_JOB_ID = "import-mail"
+
+
+def sync_job(app: Flask) -> int:
+    """Import new mail for every due link; returns how many links were passed over."""
+    return len(run_sync(app))
 
 
 def purge_sessions_job(app: Flask) -> int:
@@ -20,4 +27,6 @@ def build_scheduler(app: Flask) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.add_job(purge_sessions_job, "interval", hours=1, args=[app], id=PURGE_SESSIONS_JOB_ID,
                       max_instances=1, coalesce=True, replace_existing=True)
+    scheduler.add_job(sync_job, "interval", seconds=app.config["SYNC_INTERVAL_SECONDS"], args=[app],
+                      id=SYNC_JOB_ID, max_instances=1, coalesce=True, replace_existing=True)
     return scheduler

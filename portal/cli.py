@@ -5,6 +5,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.mailbox.services import rotate_encryption_key, secret_box
+from portal.mailbox.syncing import run_sync
 from portal.models import Account, AccountStatus, User
 from portal.settings import services
 
@@ -49,6 +50,18 @@ def init_app(app: Flask) -> None:
             raise click.ClickException(f"アカウント {account_id} は存在しません。")
         unlinked = services.change_account_status(db.session, account, None, AccountStatus(status))
         click.echo(f"アカウント「{account.name}」の状態を {status} にしました（連携解除 {unlinked}件）。")
+
+    @app.cli.command("sync")
+    @click.option("--link", "link_id", type=int, default=None, help="この連携IDだけを同期する")
+    def sync_command(link_id):
+        """Run one import pass now (every due link, or one link) and print per-link results."""
+        results = run_sync(app, [link_id] if link_id is not None else None)
+        if not results:
+            click.echo("同期する連携はありません。")
+        for result in results:
+            status = "スキップ" if result.skipped else result.state.value
+            click.echo(f"連携 {result.link_id}: 取り込み {result.imported}件 / 対象外 {result.excluded}件 / "
+                       f"状態 {status}{' / ' + result.error if result.error else ''}")
 
     @app.cli.command("seed-demo")
     @click.option("--if-empty", is_flag=True, help="アカウントが1件もないときだけ作成する")

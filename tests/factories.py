@@ -64,9 +64,9 @@ def fake_verifier(uidvalidity: int = 1000, inbox_next: int = 5, sent_next: int =
 
 
 def make_link(membership: Membership, email: str | None = None, password: str = "imap-secret") -> MailboxLink:
-    """A live mailbox link for the member, made through the real service with a fake server check."""
-    settings = ServerSettings("mail.example.jp", 993, Security.SSL, email or membership.user.email, password)
-    smtp = ServerSettings("mail.example.jp", 587, Security.STARTTLS, settings.username, "smtp-" + password)
+    """A live link made through the real service with a fake server check (loopback, so a sync only fails)."""
+    settings = ServerSettings("127.0.0.1", 993, Security.SSL, email or membership.user.email, password)
+    smtp = ServerSettings("127.0.0.1", 587, Security.STARTTLS, settings.username, "smtp-" + password)
     request = LinkRequest(email=email or membership.user.email, imap=settings, smtp=smtp)
     return link_mailbox(db.session, membership, request, ConnectionPolicy(), SecretBox(TEST_KEY), utcnow(),
                         verifier=fake_verifier())

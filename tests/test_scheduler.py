@@ -12,11 +12,12 @@ from tests.factories import make_account
 
 
 def test_jobs_are_registered_with_single_instance_and_coalescing(app):
-    """Each job has a fixed id, runs once at a time and coalesces missed runs."""
+    """Each job has a fixed id, runs once at a time and coalesces missed runs; import runs every 3 minutes."""
     built = scheduler.build_scheduler(app)
-    job = built.get_job(scheduler.PURGE_SESSIONS_JOB_ID)
-    assert job is not None
-    assert job.max_instances == 1 and job.coalesce is True
+    for job_id in (scheduler.PURGE_SESSIONS_JOB_ID, scheduler.SYNC_JOB_ID):
+        job = built.get_job(job_id)
+        assert job.max_instances == 1 and job.coalesce is True
+    assert built.get_job(scheduler.SYNC_JOB_ID).trigger.interval.total_seconds() == 180
     assert built.state == STATE_STOPPED  # building does not start it
 
 

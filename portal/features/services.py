@@ -2,11 +2,11 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import audit
-from portal.models import EMAIL_FEATURE, Account, BillingEvent, FeatureContract, Membership, UnlinkReason
+from portal.models import EMAIL_FEATURE, Account, BillingEvent, FeatureContract, MailMessage, Membership, UnlinkReason
 
 FEATURE_LABELS = {EMAIL_FEATURE: "メール"}
 
@@ -59,5 +59,8 @@ def billing_history(session: Session, account_id: int) -> list[BillingEvent]:
 
 
 def stored_mail_volume(session: Session, account_id: int) -> MailVolume:
-    """Bytes and count of the account's imported mail (the import engine is what stores mail)."""
-    return MailVolume(bytes=0, messages=0)
+    """Bytes and count of the account's imported mail, the basis of storage charges."""
+    total, count = session.execute(select(func.coalesce(func.sum(MailMessage.size_bytes), 0),
+                                          func.count(MailMessage.id))
+                                   .where(MailMessage.account_id == account_id)).one()
+    return MailVolume(bytes=int(total), messages=int(count))

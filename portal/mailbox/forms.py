@@ -42,3 +42,10 @@ class LinkForm(ServerFieldsMixin, FlaskForm):
                 field.data = value.value if hasattr(value, "value") else value
                 field.raw_data = [str(field.data)]
                 field.process_errors = []
+
+
+class ReauthForm(FlaskForm):
+    """New passwords for a link whose login was rejected."""
+
+    imap_password = PasswordField("IMAPパスワード", validators=[required(), max_length(500)])
+    smtp_password = PasswordField("SMTPパスワード", validators=[Optional(), max_length(500)])

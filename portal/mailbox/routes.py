@@ -4,8 +4,10 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from portal.extensions import db
 from portal.features.services import FeatureOff, is_enabled
 from portal.mailbox import services
-from portal.mailbox.forms import LinkForm
+from portal.mailbox.forms import LinkForm, ReauthForm
+from portal.mailbox.syncing import run_sync
 from portal.mailsync.connection import MailboxError, ServerSettings
+from portal.mailsync.rules import EXCLUSION_LABELS
 from portal.models import MailboxPreset, Security, utcnow
 from portal.policy import Action
 from portal.web import current_membership, permission_required, scoped
@@ -50,7 +52,7 @@ def index():
     if link is not None:
         if request.method == "POST":
             flash("すでにメールボックスを連携しています。", "warning")
-        return render_template("mailbox/status.html", link=link, state_labels=services.STATE_LABELS)
+        return _status_page(link, ReauthForm())
     form = LinkForm()
     form.set_presets(services.presets_of(db.session, membership.account_id))
     form.offer_plaintext(current_app.config["MAIL_ALLOW_PLAINTEXT"])
@@ -64,6 +66,13 @@ def index():
     return render_template("mailbox/form.html", form=form, reason_labels=services.UNLINK_REASON_LABELS,
                            previous=services.latest_unlinked(db.session, membership.id)), \
         422 if request.method == "POST" else 200
+
+
+def _status_page(link, reauth_form: ReauthForm) -> str:
+    """The linked mailbox's state, the re-authentication form when needed, and the import log."""
+    return render_template("mailbox/status.html", link=link, state_labels=services.STATE_LABELS,
+                           import_log=services.recent_import_log(db.session, link.id),
+                           exclusion_labels=EXCLUSION_LABELS, reauth_form=reauth_form)
 
 
 def _link(form: LinkForm, membership) -> bool:
@@ -89,6 +98,44 @@ def _link(form: LinkForm, membership) -> bool:
     except services.AlreadyLinked:
         form.form_errors.append("すでにメールボックスを連携しています。")
     return False
+
+
+@bp.post("/reauth")
+@permission_required(Action.LINK_OWN_MAILBOX)
+def reauth():
+    """Re-enter the password of a 要再認証 link; verified against the servers before it is stored."""
+    membership = current_membership()
+    link = services.live_link(db.session, membership.id)
+    if link is None:
+        return redirect(url_for("mailbox.index"))
+    form = ReauthForm()
+    if form.validate_on_submit():
+        try:
+            services.reauthenticate(db.session, link, form.imap_password.data, form.smtp_password.data,
+                                    services.connection_policy(current_app.config),
+                                    services.secret_box(current_app.config), utcnow())
+        except MailboxError as error:
+            form.form_errors.append(error.message)
+        else:
+            flash("パスワードを更新しました。同期を再開します。", "success")
+            return redirect(url_for("mailbox.index"))
+    return _status_page(link, form), 422
+
+
+@bp.post("/sync")
+@permission_required(Action.LINK_OWN_MAILBOX)
+def sync_now():
+    """「今すぐ同期」: one import pass over the member's own link, now."""
+    link = services.live_link(db.session, current_membership().id)
+    if link is None:
+        flash("連携しているメールボックスはありません。", "info")
+        return redirect(url_for("mailbox.index"))
+    [result] = run_sync(current_app._get_current_object(), [link.id])
+    if result.error:
+        flash(result.error, "danger")
+    else:
+        flash(f"同期しました。新しく取り込んだメール: {result.imported}件", "success")
+    return redirect(url_for("mailbox.index"))
 
 
 @bp.route("/unlink", methods=["GET", "POST"])

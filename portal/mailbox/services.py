@@ -11,7 +11,7 @@ from portal.auth.services import normalise_email
 from portal.features.services import FeatureOff, is_enabled
 from portal.mailsync.connection import ConnectionPolicy, ServerSettings
 from portal.mailsync.verify import FolderSnapshot, verify_mailbox
-from portal.models import (EMAIL_FEATURE, LinkState, MailboxFolder, MailboxLink, MailboxPreset, Membership,
+from portal.models import (EMAIL_FEATURE, ImportLogEntry, LinkState, MailboxFolder, MailboxLink, MailboxPreset, Membership,
                            UnlinkReason)
 from portal.secretbox import SecretBox
 
@@ -74,6 +74,12 @@ def latest_unlinked(session: Session, membership_id: int) -> MailboxLink | None:
                           .order_by(MailboxLink.unlinked_at.desc(), MailboxLink.id.desc()).limit(1))
 
 
+def recent_import_log(session: Session, link_id: int, limit: int = 50) -> list[ImportLogEntry]:
+    """The newest fetched-but-not-imported messages of a link, with their reasons."""
+    return list(session.scalars(select(ImportLogEntry).where(ImportLogEntry.link_id == link_id)
+                                .order_by(ImportLogEntry.id.desc()).limit(limit)))
+
+
 def presets_of(session: Session, account_id: int) -> list[MailboxPreset]:
     """The account's recommended server settings, by name."""
     return list(session.scalars(select(MailboxPreset).where(MailboxPreset.account_id == account_id)
@@ -106,6 +112,23 @@ def link_mailbox(session: Session, membership: Membership, request: LinkRequest,
                  email=link.email, imap_host=link.imap_host, preset_id=request.preset_id)
     session.commit()
     return link
+
+
+def reauthenticate(session: Session, link: MailboxLink, imap_password: str, smtp_password: str | None,
+                   policy: ConnectionPolicy, box: SecretBox, now: datetime,
+                   verifier: Verifier = verify_mailbox) -> None:
+    """Re-enter the passwords of a 要再認証 link: verify for real, store them, resume from the checkpoint."""
+    smtp_password = smtp_password or imap_password
+    imap = ServerSettings(link.imap_host, link.imap_port, link.imap_security, link.imap_username, imap_password)
+    smtp = ServerSettings(link.smtp_host, link.smtp_port, link.smtp_security, link.smtp_username, smtp_password)
+    verifier(imap, smtp, policy)  # raises MailboxError; the stored passwords stay as they were
+    link.imap_password_encrypted = box.encrypt(imap_password, password_context(link.id, "imap_password"))
+    link.smtp_password_encrypted = box.encrypt(smtp_password, password_context(link.id, "smtp_password"))
+    link.state, link.failure_count, link.next_attempt_at = LinkState.ACTIVE, 0, None
+    link.last_error, link.last_error_at = None, None
+    audit.record(session, link.account_id, link.membership.user_id, "mailbox.reauth", "mailbox_link", link.id,
+                 at=now.isoformat())
+    session.commit()
 
 
 def link_passwords(link: MailboxLink, box: SecretBox) -> tuple[str, str]:

@@ -93,6 +93,11 @@ class MailboxLink(Base):
     linked_at: Mapped[datetime] = mapped_column(default=utcnow)
     unlinked_at: Mapped[datetime | None] = mapped_column()
     unlink_reason: Mapped[UnlinkReason | None] = mapped_column(string_enum(UnlinkReason, "unlink_reason"))
+    # Sync bookkeeping: consecutive failures drive the backoff; the lease keeps two processes apart.
+    failure_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
 
     membership: Mapped[Membership] = relationship()
     folders: Mapped[list["MailboxFolder"]] = relationship(back_populates="link", order_by="MailboxFolder.id")

@@ -74,6 +74,8 @@ CASES = [
     Case("POST", "/settings/mailbox-servers/{preset}/delete", only(MANAGERS, 302)),
     Case("GET", "/settings/mailbox", ALL),
     Case("GET", "/settings/mailbox/unlink", ALL),
+    Case("POST", "/settings/mailbox/sync", only(EVERYONE, 302)),
+    Case("POST", "/settings/mailbox/reauth", only(EVERYONE, 422), {"imap_password": ""}),
     Case("POST", "/settings/mailbox/unlink", only(EVERYONE, 302)),
     Case("GET", "/settings/account/disable", only(ADMINS)),
     Case("POST", "/settings/account/cancel", only(ADMINS, 302)),

@@ -1,0 +1,86 @@
+"""The mailbox client the engine uses: read-only EXAMINE, header prefetch and BODY.PEEK[] fetches over imapclient."""
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+from imapclient import IMAPClient
+
+from portal.mailsync.connection import ConnectionPolicy, ServerSettings, close_quietly, open_imap
+
+ENVELOPE_HEADERS = b"FROM TO CC BCC MESSAGE-ID SUBJECT DATE"
+HEADER_ITEM = b"BODY.PEEK[HEADER.FIELDS (" + ENVELOPE_HEADERS + b")]"
+HEADER_KEY = b"BODY[HEADER.FIELDS (" + ENVELOPE_HEADERS + b")]"
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """A folder's identity and the UID its next message will get."""
+
+    uidvalidity: int
+    uidnext: int
+
+
+@dataclass(frozen=True)
+class FetchedEnvelope:
+    """What the rules need, fetched without downloading the body."""
+
+    uid: int
+    size: int
+    internal_date: datetime
+    headers: bytes
+
+
+class ImapMailboxClient:
+    """imapclient adapter: opens folders read-only and never stores flags, moves or deletes anything."""
+
+    def __init__(self, client: IMAPClient):
+        self._client = client
+        self._client.normalise_times = False  # keep INTERNALDATE's zone instead of local naive times
+        self._client.use_uid = True  # every FETCH and SEARCH below speaks UIDs, never sequence numbers
+
+    @classmethod
+    def connect(cls, settings: ServerSettings, policy: ConnectionPolicy) -> "ImapMailboxClient":
+        """Log in (raises MailboxError with the member's message)."""
+        return cls(open_imap(settings, policy))
+
+    def examine(self, folder: str) -> FolderInfo:
+        """Open the folder read-only (EXAMINE) and return UIDVALIDITY and UIDNEXT."""
+        response = self._client.select_folder(folder, readonly=True)
+        uidnext = response.get(b"UIDNEXT")
+        if uidnext is None:  # some servers omit it on EXAMINE; STATUS always has it
+            uidnext = self._client.folder_status(folder, [b"UIDNEXT"])[b"UIDNEXT"]
+        return FolderInfo(int(response[b"UIDVALIDITY"]), int(uidnext))
+
+    def fetch_envelopes(self, first_uid: int, last_uid: int) -> list[FetchedEnvelope]:
+        """Size, arrival time and the rule headers of UIDs first..last (explicit UIDs: no `n:*` surprise)."""
+        if last_uid < first_uid:
+            return []
+        response = self._client.fetch(list(range(first_uid, last_uid + 1)),
+                                      [b"RFC822.SIZE", b"INTERNALDATE", HEADER_ITEM])
+        envelopes = []
+        for uid, data in response.items():
+            if not first_uid <= uid <= last_uid:
+                continue  # unsolicited or out-of-range responses
+            internal = data.get(b"INTERNALDATE") or datetime.now(timezone.utc)
+            if internal.tzinfo is None:
+                internal = internal.replace(tzinfo=timezone.utc)
+            envelopes.append(FetchedEnvelope(uid, int(data.get(b"RFC822.SIZE", 0)), internal,
+                                             data.get(HEADER_KEY) or b""))
+        return sorted(envelopes, key=lambda envelope: envelope.uid)
+
+    def fetch_raw(self, uids: list[int]) -> dict[int, bytes]:
+        """The full bytes of the given UIDs, with PEEK so nothing is marked read."""
+        if not uids:
+            return {}
+        response = self._client.fetch(uids, [b"BODY.PEEK[]"])
+        return {uid: data[b"BODY[]"] for uid, data in response.items() if uid in uids and b"BODY[]" in data}
+
+    def uids_since(self, day: date) -> list[int]:
+        """UIDs of messages that arrived on or after the day (used after a UIDVALIDITY reset)."""
+        return sorted(self._client.search(["SINCE", day]))
+
+    def close(self) -> None:
+        """Log out, or drop the connection if the server is gone."""
+        try:
+            self._client.logout()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            close_quietly(self._client)

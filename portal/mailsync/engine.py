@@ -1,0 +1,373 @@
+"""One import pass over one mailbox link: fetch what is new, apply the rules, store every message exactly once."""
+import hashlib
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Callable, Protocol
+
+from imapclient import IMAPClient
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portal.mailsync.client import FetchedEnvelope, FolderInfo
+from portal.mailsync.connection import MailboxError
+from portal.mailsync.parse import ParsedMessage, decode_header_value, normalise_subject, parse_message
+from portal.mailsync.rules import (AccountSnapshot, CustomerRef, Decision, Envelope, Exclusion, decide,
+                                   whole_seconds)
+from portal.models import (Customer, Direction, FolderRole, ImportLogEntry, LinkState, MailAttachment, MailboxFolder,
+                           MailboxLink, MailCustomer, MailMessage, MailSource, MailThread, Membership,
+                           MembershipState, User)
+
+THREAD_WINDOW = timedelta(days=30)
+
+
+class MailboxClient(Protocol):
+    """What the engine needs from a mailbox (ImapMailboxClient in production)."""
+
+    def examine(self, folder: str) -> FolderInfo: ...
+    def fetch_envelopes(self, first_uid: int, last_uid: int) -> list[FetchedEnvelope]: ...
+    def fetch_raw(self, uids: list[int]) -> dict[int, bytes]: ...
+    def uids_since(self, day) -> list[int]: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Tunables: size cap, batch size, backoff, import log length."""
+
+    size_cap: int = 25 * 1024 * 1024
+    batch_size: int = 200
+    backoff_base_seconds: int = 60
+    backoff_max_seconds: int = 3600
+    import_log_keep: int = 500
+
+
+@dataclass
+class PassResult:
+    """What one pass did for one link."""
+
+    link_id: int
+    imported: int = 0
+    excluded: int = 0
+    state: LinkState = LinkState.ACTIVE
+    error: str | None = None
+    skipped: bool = False
+
+
+@dataclass
+class _Batch:
+    """Decisions for one batch of envelopes."""
+
+    fetch: dict[int, Decision] = field(default_factory=dict)
+    too_large: dict[int, Decision] = field(default_factory=dict)
+    excluded: dict[int, Exclusion] = field(default_factory=dict)
+
+
+def account_snapshot(session: Session, account_id: int) -> AccountSnapshot:
+    """Live customers by address and every member address (sign-in and linked mailbox) of the account."""
+    customers = {c.email: CustomerRef(c.id, c.email, c.created_at) for c in session.scalars(
+        select(Customer).where(Customer.account_id == account_id, Customer.deleted_at.is_(None)))}
+    member_emails = set(session.scalars(
+        select(User.email).join(Membership, Membership.user_id == User.id)
+        .where(Membership.account_id == account_id, Membership.state != MembershipState.DELETED)))
+    member_emails |= set(session.scalars(select(MailboxLink.email).where(
+        MailboxLink.account_id == account_id, MailboxLink.state != LinkState.UNLINKED)))
+    return AccountSnapshot(customers, frozenset(member_emails))
+
+
+def _raw_headers(fetched: FetchedEnvelope) -> dict[str, str]:
+    """The prefetched header fields as raw strings, repeated fields joined (8-bit text left for our decoder)."""
+    values: dict[str, list[str]] = {}
+    for name, value in BytesHeaderParser(policy=compat32).parsebytes(fetched.headers).raw_items():
+        values.setdefault(name.lower(), []).append(value if isinstance(value, str) else str(value))
+    return {name: ", ".join(parts) for name, parts in values.items()}
+
+
+def _envelope(fetched: FetchedEnvelope) -> Envelope:
+    """The rule headers (addresses are compared after parsing, display names ignored)."""
+    headers = _raw_headers(fetched)
+    return Envelope(uid=fetched.uid, internal_date=fetched.internal_date, from_=headers.get("from", ""),
+                    to=headers.get("to", ""), cc=headers.get("cc", ""), bcc=headers.get("bcc", ""))
+
+
+def _decide_batch(envelopes: list[FetchedEnvelope], snapshot: AccountSnapshot, boundary: int,
+                  linked_at: datetime | None, config: EngineConfig) -> _Batch:
+    """Apply the rules to each envelope; after a UIDVALIDITY reset the link time is checked by date."""
+    batch = _Batch()
+    for fetched in envelopes:
+        if linked_at is not None and fetched.internal_date < whole_seconds(linked_at):
+            batch.excluded[fetched.uid] = Exclusion.BEFORE_LINK
+            continue
+        decision = decide(_envelope(fetched), snapshot, boundary)
+        if not decision.imported:
+            batch.excluded[fetched.uid] = decision.exclusion
+        elif fetched.size > config.size_cap:
+            batch.too_large[fetched.uid] = decision
+        else:
+            batch.fetch[fetched.uid] = decision
+    return batch
+
+
+def _hash_key(raw: bytes) -> str:
+    """A content key for mail without a usable Message-ID: the stable headers and the body."""
+    header_end = raw.find(b"\r\n\r\n")
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:header_end if header_end >= 0 else len(raw)])
+    stable = "\n".join(f"{name}:{headers.get(name, '')}" for name in ("From", "To", "Date", "Subject"))
+    body = raw[header_end:] if header_end >= 0 else b""
+    return "sha256:" + hashlib.sha256(stable.encode("utf-8", "replace") + b"\0" + body).hexdigest()
+
+
+def _same_message(existing: MailMessage, parsed: ParsedMessage) -> bool:
+    """A reused Message-ID on different mail must not merge two messages."""
+    sender = parsed.from_[0].email if parsed.from_ else ""
+    return existing.from_address == sender and existing.subject == parsed.subject[:10000]
+
+
+def _message_key(session: Session, account_id: int, parsed: ParsedMessage, raw: bytes) -> tuple[str, MailMessage | None]:
+    """The message's key in the account and the stored message with that key, if any."""
+    if parsed.message_id:
+        key = "mid:" + parsed.message_id[:240]
+        existing = session.scalar(select(MailMessage).where(MailMessage.account_id == account_id,
+                                                            MailMessage.message_key == key))
+        if existing is None or _same_message(existing, parsed):
+            return key, existing
+    key = _hash_key(raw)
+    return key, session.scalar(select(MailMessage).where(MailMessage.account_id == account_id,
+                                                         MailMessage.message_key == key))
+
+
+def _thread_for(session: Session, account_id: int, parsed: ParsedMessage, customer_ids: tuple[int, ...],
+                when: datetime) -> MailThread:
+    """References/In-Reply-To first, then the normalised subject with the same customer within a window."""
+    referenced = [i for i in [parsed.in_reply_to, *parsed.references] if i]
+    if referenced:
+        thread_id = session.scalar(select(MailMessage.thread_id).where(
+            MailMessage.account_id == account_id, MailMessage.message_id_header.in_(referenced),
+            MailMessage.thread_id.is_not(None)).limit(1))
+        if thread_id is not None:
+            return session.get(MailThread, thread_id)
+    subject_key = normalise_subject(parsed.subject)[:300]
+    if subject_key and customer_ids:
+        thread = session.scalar(
+            select(MailThread).join(MailMessage, MailMessage.thread_id == MailThread.id)
+            .join(MailCustomer, MailCustomer.message_id == MailMessage.id)
+            .where(MailThread.account_id == account_id, MailThread.subject_key == subject_key,
+                   MailCustomer.customer_id.in_(customer_ids),
+                   MailThread.last_message_at >= when - THREAD_WINDOW).limit(1))
+        if thread is not None:
+            return thread
+    thread = MailThread(account_id=account_id, subject_key=subject_key, last_message_at=when)
+    session.add(thread)
+    session.flush()
+    return thread
+
+
+def _addresses_text(addresses) -> str:
+    """Addresses as one display string ("name <email>, ...")."""
+    return ", ".join(f"{a.name} <{a.email}>" if a.name else a.email for a in addresses)
+
+
+def _store(session: Session, link: MailboxLink, folder: MailboxFolder, uid: int, raw: bytes,
+           decision: Decision, internal_date: datetime, too_large: bool) -> bool:
+    """Store (or find) the message, record this sighting and its customers; returns True when newly stored."""
+    parsed = parse_message(raw)
+    key, message = _message_key(session, link.account_id, parsed, raw)
+    created = message is None
+    if created:
+        thread = _thread_for(session, link.account_id, parsed, decision.customer_ids, internal_date)
+        thread.last_message_at = max(thread.last_message_at, internal_date)
+        message = MailMessage(
+            account_id=link.account_id, message_key=key, message_id_header=parsed.message_id,
+            in_reply_to=parsed.in_reply_to, references=" ".join(parsed.references), thread_id=thread.id,
+            direction=Direction.SENT if folder.role == FolderRole.SENT else Direction.RECEIVED,
+            membership_id=link.membership_id, subject=parsed.subject,
+            from_address=parsed.from_[0].email if parsed.from_ else "",
+            from_name=parsed.from_[0].name if parsed.from_ else "", to_addresses=_addresses_text(parsed.to),
+            cc_addresses=_addresses_text(parsed.cc), sent_at=parsed.date, received_at=internal_date,
+            text_body=parsed.text, html_body=parsed.html, size_bytes=len(raw), raw=raw, too_large=too_large,
+            has_defects=bool(parsed.defects), defects=",".join(parsed.defects), auto_submitted=parsed.auto_submitted)
+        session.add(message)
+        session.flush()
+        for attachment in parsed.attachments:
+            session.add(MailAttachment(message_id=message.id, filename=attachment.filename,
+                                       content_type=attachment.content_type, size_bytes=attachment.size,
+                                       content_id=attachment.content_id, inline=attachment.inline,
+                                       content=attachment.content))
+    known = set(session.scalars(select(MailCustomer.customer_id).where(MailCustomer.message_id == message.id)))
+    for customer_id in decision.customer_ids:
+        if customer_id not in known:
+            session.add(MailCustomer(message_id=message.id, customer_id=customer_id))
+    seen = session.scalar(select(MailSource.id).where(
+        MailSource.link_id == link.id, MailSource.folder_role == folder.role,
+        MailSource.uidvalidity == folder.uidvalidity, MailSource.uid == uid))
+    if seen is None:
+        session.add(MailSource(message_id=message.id, link_id=link.id, folder_role=folder.role,
+                               uidvalidity=folder.uidvalidity, uid=uid))
+    return created
+
+
+def _log_exclusions(session: Session, link: MailboxLink, folder: MailboxFolder, batch: _Batch,
+                    envelopes: dict[int, FetchedEnvelope]) -> None:
+    """Remember why each fetched message stayed out (and which ones were too large)."""
+    reasons = dict(batch.excluded)
+    reasons.update({uid: Exclusion.TOO_LARGE for uid in batch.too_large})
+    for uid, reason in reasons.items():
+        headers = _raw_headers(envelopes[uid])
+        session.add(ImportLogEntry(link_id=link.id, folder_role=folder.role, uid=uid, reason=reason.value,
+                                   subject=decode_header_value(headers.get("subject", ""))[:500],
+                                   from_address=decode_header_value(headers.get("from", ""))[:500],
+                                   to_addresses=decode_header_value(headers.get("to", ""))[:1000],
+                                   received_at=envelopes[uid].internal_date))
+
+
+def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
+                 envelopes: list[FetchedEnvelope], batch: _Batch, config: EngineConfig) -> int:
+    """Fetch the chosen bodies, store them and the log; the caller commits with the checkpoint."""
+    by_uid = {envelope.uid: envelope for envelope in envelopes}
+    imported = 0
+    bodies = client.fetch_raw(sorted(batch.fetch))
+    for uid, decision in batch.fetch.items():
+        if uid in bodies:  # a message expunged between the two fetches is simply gone
+            imported += _store(session, link, folder, uid, bodies[uid], decision, by_uid[uid].internal_date, False)
+    for uid, decision in batch.too_large.items():
+        imported += _store(session, link, folder, uid, by_uid[uid].headers, decision, by_uid[uid].internal_date,
+                           True)
+    _log_exclusions(session, link, folder, batch, by_uid)
+    return imported
+
+
+def _sync_uids(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
+               snapshot: AccountSnapshot, ranges: list[tuple[int, int]], boundary: int,
+               linked_at: datetime | None, config: EngineConfig, result: PassResult,
+               wanted: set[int] | None = None) -> None:
+    """Process UID ranges batch by batch; each batch and its checkpoint commit together."""
+    for first, last in ranges:
+        envelopes = [e for e in client.fetch_envelopes(first, last) if wanted is None or e.uid in wanted]
+        batch = _decide_batch(envelopes, snapshot, boundary, linked_at, config)
+        for attempt in (1, 2):
+            try:
+                result.imported += _apply_batch(session, link, folder, client, envelopes, batch, config)
+                folder.last_uid = max(folder.last_uid, last)
+                session.commit()
+                break
+            except IntegrityError:
+                # Another link of the account stored the same message at the same moment: retry finds it.
+                session.rollback()
+                if attempt == 2:
+                    raise
+        result.excluded += len(batch.excluded) + len(batch.too_large)
+
+
+def _batches(first: int, last: int, size: int) -> list[tuple[int, int]]:
+    """Split first..last into bounded UID ranges."""
+    return [(start, min(start + size - 1, last)) for start in range(first, last + 1, size)]
+
+
+def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
+                 snapshot: AccountSnapshot, config: EngineConfig, result: PassResult) -> None:
+    """Import what is new in one folder since its checkpoint (or since the link time after a reset)."""
+    info = client.examine(folder.name)
+    if info.uidvalidity != folder.uidvalidity:
+        # The server renumbered the folder: rescan from the link time by date; message keys prevent duplicates.
+        folder.uidvalidity, folder.boundary_uidnext, folder.last_uid = info.uidvalidity, 1, 0
+        session.commit()
+        uids = client.uids_since(link.linked_at.date())
+        chunks = [uids[i:i + config.batch_size] for i in range(0, len(uids), config.batch_size)]
+        _sync_uids(session, link, folder, client, snapshot, [(c[0], c[-1]) for c in chunks], 1, link.linked_at,
+                   config, result, wanted=set(uids))
+        folder.last_uid = max(folder.last_uid, info.uidnext - 1)
+        session.commit()
+        return
+    if info.uidnext - 1 <= folder.last_uid:
+        return
+    _sync_uids(session, link, folder, client, snapshot,
+               _batches(folder.last_uid + 1, info.uidnext - 1, config.batch_size),
+               folder.boundary_uidnext, None, config, result)
+
+
+def _backoff(failures: int, config: EngineConfig) -> timedelta:
+    """Exponential backoff with jitter, so failing servers are not hammered in step."""
+    delay = min(config.backoff_base_seconds * 2 ** max(failures - 1, 0), config.backoff_max_seconds)
+    return timedelta(seconds=delay * random.uniform(0.5, 1.0))
+
+
+def _record_failure(session: Session, link: MailboxLink, error: MailboxError, now: datetime,
+                    config: EngineConfig, result: PassResult) -> None:
+    """エラー with backoff for network and server trouble; 要再認証 (no retries) for a rejected login."""
+    session.rollback()
+    link.last_error, link.last_error_at = error.message, now
+    link.failure_count += 1
+    if error.code == "imap_login":
+        link.state, link.next_attempt_at = LinkState.REAUTH, None
+    else:
+        link.state, link.next_attempt_at = LinkState.ERROR, now + _backoff(link.failure_count, config)
+    session.commit()
+    result.state, result.error = link.state, error.message
+
+
+def _prune_import_log(session: Session, link_id: int, keep: int) -> None:
+    """Keep only the most recent entries of a link's import log."""
+    cutoff = session.scalar(select(ImportLogEntry.id).where(ImportLogEntry.link_id == link_id)
+                            .order_by(ImportLogEntry.id.desc()).offset(keep).limit(1))
+    if cutoff is not None:
+        session.execute(delete(ImportLogEntry).where(ImportLogEntry.link_id == link_id,
+                                                     ImportLogEntry.id <= cutoff))
+
+
+def sync_link(session: Session, link: MailboxLink, connect: Callable[[MailboxLink], MailboxClient],
+              now: Callable[[], datetime], config: EngineConfig = EngineConfig()) -> PassResult:
+    """One pass over INBOX and Sent of a link; failures are recorded on the link, never raised."""
+    result = PassResult(link.id)
+    if link.state in (LinkState.UNLINKED, LinkState.REAUTH):
+        result.skipped, result.state = True, link.state
+        return result
+    try:
+        client = connect(link)
+    except MailboxError as error:
+        _record_failure(session, link, error, now(), config, result)
+        return result
+    try:
+        snapshot = account_snapshot(session, link.account_id)
+        for folder in sorted(link.folders, key=lambda f: f.role.value):
+            _sync_folder(session, link, folder, client, snapshot, config, result)
+    except MailboxError as error:
+        _record_failure(session, link, error, now(), config, result)
+        return result
+    except (IMAPClient.Error, OSError) as error:
+        _record_failure(session, link, MailboxError("server_error", _server_error_message(error)), now(), config,
+                        result)
+        return result
+    finally:
+        client.close()
+    link.state, link.failure_count, link.next_attempt_at = LinkState.ACTIVE, 0, None
+    link.last_synced_at = now()
+    _prune_import_log(session, link.id, config.import_log_keep)
+    session.commit()
+    return result
+
+
+def _server_error_message(error: Exception) -> str:
+    """The member's words for a failure in the middle of a pass."""
+    if isinstance(error, TimeoutError) or "timed out" in str(error):
+        return "メールサーバーからの応答が途中で途切れました（タイムアウト）。自動的に再試行します。"
+    return "メールサーバーとの通信中にエラーが発生しました。自動的に再試行します。"
+
+
+def claim_lease(session: Session, link_id: int, owner: str, now: datetime, seconds: int) -> bool:
+    """Take the link's sync lease in one short transaction; False when another live process holds it."""
+    result = session.execute(
+        update(MailboxLink).where(MailboxLink.id == link_id, (MailboxLink.lease_owner.is_(None))
+                                  | (MailboxLink.lease_expires_at < now) | (MailboxLink.lease_owner == owner))
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds)))
+    session.commit()
+    return result.rowcount == 1
+
+
+def release_lease(session: Session, link_id: int, owner: str) -> None:
+    """Give the lease back after a pass."""
+    session.execute(update(MailboxLink).where(MailboxLink.id == link_id, MailboxLink.lease_owner == owner)
+                    .values(lease_owner=None, lease_expires_at=None))
+    session.commit()

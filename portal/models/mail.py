@@ -1,0 +1,131 @@
+"""Imported mail: one stored message per account, the links that saw it, customers, threads, import log."""
+import enum
+from datetime import datetime
+
+from sqlalchemy import (BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.models.base import Base, string_enum, utcnow
+from portal.models.mailbox import FolderRole
+
+
+class Direction(str, enum.Enum):
+    """受信 (seen in INBOX) or 送信 (seen in Sent)."""
+
+    RECEIVED = "received"
+    SENT = "sent"
+
+
+class MailThread(Base):
+    """A conversation: messages joined by References/In-Reply-To, else by subject and customer."""
+
+    __tablename__ = "mail_threads"
+    __table_args__ = (Index("ix_mail_threads_account_subject", "account_id", "subject_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    subject_key: Mapped[str] = mapped_column(String(300))
+    last_message_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MailMessage(Base):
+    """An imported message of an account, stored once however many links saw it."""
+
+    __tablename__ = "mail_messages"
+    __table_args__ = (UniqueConstraint("account_id", "message_key"),
+                      Index("ix_mail_messages_account_received", "account_id", "received_at"),
+                      Index("ix_mail_messages_account_header_id", "account_id", "message_id_header"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    message_key: Mapped[str] = mapped_column(String(255))
+    message_id_header: Mapped[str | None] = mapped_column(String(998))
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
+    references: Mapped[str] = mapped_column(Text, default="")
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("mail_threads.id"), index=True)
+    direction: Mapped[Direction] = mapped_column(string_enum(Direction, "mail_direction"))
+    membership_id: Mapped[int | None] = mapped_column(ForeignKey("memberships.id"), index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_address: Mapped[str] = mapped_column(String(254), default="")
+    from_name: Mapped[str] = mapped_column(Text, default="")
+    to_addresses: Mapped[str] = mapped_column(Text, default="")
+    cc_addresses: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column()
+    text_body: Mapped[str | None] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    too_large: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_defects: Mapped[bool] = mapped_column(Boolean, default=False)
+    defects: Mapped[str] = mapped_column(Text, default="")
+    auto_submitted: Mapped[bool] = mapped_column(Boolean, default=False)
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    sources: Mapped[list["MailSource"]] = relationship(back_populates="message")
+    customer_links: Mapped[list["MailCustomer"]] = relationship(back_populates="message")
+    attachments: Mapped[list["MailAttachment"]] = relationship(back_populates="message")
+
+
+class MailSource(Base):
+    """One sighting of a message: which link, which folder, which UID (the idempotency key of a fetch)."""
+
+    __tablename__ = "mail_sources"
+    __table_args__ = (UniqueConstraint("link_id", "folder_role", "uidvalidity", "uid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("mail_messages.id"), index=True)
+    link_id: Mapped[int] = mapped_column(ForeignKey("mailbox_links.id"), index=True)
+    folder_role: Mapped[FolderRole] = mapped_column(string_enum(FolderRole, "source_folder_role"))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    message: Mapped[MailMessage] = relationship(back_populates="sources")
+
+
+class MailCustomer(Base):
+    """A customer a message was matched to."""
+
+    __tablename__ = "mail_customers"
+
+    message_id: Mapped[int] = mapped_column(ForeignKey("mail_messages.id"), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True, index=True)
+
+    message: Mapped[MailMessage] = relationship(back_populates="customer_links")
+
+
+class MailAttachment(Base):
+    """A file attached to (or inline in) an imported message."""
+
+    __tablename__ = "mail_attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("mail_messages.id"), index=True)
+    filename: Mapped[str] = mapped_column(Text, default="")
+    content_type: Mapped[str] = mapped_column(String(255), default="application/octet-stream")
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    content_id: Mapped[str | None] = mapped_column(String(998))
+    inline: Mapped[bool] = mapped_column(Boolean, default=False)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+    message: Mapped[MailMessage] = relationship(back_populates="attachments")
+
+
+class ImportLogEntry(Base):
+    """A fetched message that was not imported and the rule that kept it out (for 「なぜ取り込まれないのか」)."""
+
+    __tablename__ = "import_log"
+    __table_args__ = (Index("ix_import_log_link_created", "link_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    link_id: Mapped[int] = mapped_column(ForeignKey("mailbox_links.id"))
+    folder_role: Mapped[FolderRole] = mapped_column(string_enum(FolderRole, "log_folder_role"))
+    uid: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_address: Mapped[str] = mapped_column(Text, default="")
+    to_addresses: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
