@@ -17,6 +17,7 @@ class Action(str, enum.Enum):
     MANAGE_USERS = "manage_users"
     MANAGE_ACCOUNT = "manage_account"
     VIEW_AUDIT_LOG = "view_audit_log"
+    VIEW_ALL_LINKS = "view_all_links"  # every member's link state and import log
 
 
 _ALL = {Role.OWNER, Role.ADMIN, Role.MANAGER, Role.USER}
@@ -34,6 +35,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.MANAGE_USERS: frozenset(_ADMINS_UP),
     Action.MANAGE_ACCOUNT: frozenset(_ADMINS_UP),
     Action.VIEW_AUDIT_LOG: frozenset(_ADMINS_UP),
+    Action.VIEW_ALL_LINKS: frozenset(_ADMINS_UP),
 }
 
 ROLE_LABELS = {Role.OWNER: "オーナー", Role.ADMIN: "管理者", Role.MANAGER: "マネージャー", Role.USER: "ユーザー"}

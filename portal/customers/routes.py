@@ -48,7 +48,8 @@ def index():
     query = request.args.get("q", "")
     page = db.paginate(services.visible_customers(membership, query),
                        per_page=current_app.config["PER_PAGE"], error_out=False)
-    return render_template("customers/index.html", page=page, query=query)
+    return render_template("customers/index.html", page=page, query=query,
+                           member_domains=services.member_domains(db.session, membership.account_id))
 
 
 @bp.route("/new", methods=["GET", "POST"])

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from portal import audit
 from portal.auth.services import normalise_email
-from portal.models import Account, Customer, Membership, MembershipState, utcnow
+from portal.models import Account, Customer, LinkState, MailboxLink, Membership, MembershipState, User, utcnow
 from portal.policy import Action, can
 
 
@@ -35,6 +35,15 @@ def assignable_members(session: Session, account_id: int) -> list[Membership]:
         select(Membership).where(Membership.account_id == account_id,
                                  Membership.state == MembershipState.ACTIVE)
         .join(Membership.user).order_by(Membership.id)))
+
+
+def member_domains(session: Session, account_id: int) -> set[str]:
+    """Domains of the account's members (sign-in and linked mailbox addresses)."""
+    emails = set(session.scalars(select(User.email).join(Membership, Membership.user_id == User.id).where(
+        Membership.account_id == account_id, Membership.state != MembershipState.DELETED)))
+    emails |= set(session.scalars(select(MailboxLink.email).where(MailboxLink.account_id == account_id,
+                                                                  MailboxLink.state != LinkState.UNLINKED)))
+    return {email.rsplit("@", 1)[-1] for email in emails if "@" in email}
 
 
 def may_open(viewer: Membership, customer: Customer) -> bool:

@@ -8,9 +8,10 @@ from portal.mailbox.forms import LinkForm, ReauthForm
 from portal.mailbox.syncing import run_sync
 from portal.mailsync.connection import MailboxError, ServerSettings
 from portal.mailsync.rules import EXCLUSION_LABELS
-from portal.models import MailboxPreset, Security, utcnow
+from portal.models import MailboxLink, MailboxPreset, Security, utcnow
 from portal.policy import Action
-from portal.web import current_membership, permission_required, scoped
+from portal.web import (authorize, current_membership, get_scoped_or_404, member_required, permission_required,
+                        scoped)
 
 bp = Blueprint("mailbox", __name__, url_prefix="/settings/mailbox")
 
@@ -136,6 +137,25 @@ def sync_now():
     else:
         flash(f"同期しました。新しく取り込んだメール: {result.imported}件", "success")
     return redirect(url_for("mailbox.index"))
+
+
+@bp.get("/links")
+@permission_required(Action.VIEW_ALL_LINKS)
+def links():
+    """Owner/admin: every member's link with its state, to find who needs to act."""
+    return render_template("mailbox/links.html", state_labels=services.STATE_LABELS,
+                           links=services.account_links(db.session, current_membership().account_id))
+
+
+@bp.get("/links/<int:link_id>")
+@member_required
+def link_detail(link_id: int):
+    """Owner/admin: one member's link and its import log (「なぜ取り込まれないのか」)."""
+    link = get_scoped_or_404(MailboxLink, link_id)
+    authorize(Action.VIEW_ALL_LINKS)
+    return render_template("mailbox/link_detail.html", link=link, state_labels=services.STATE_LABELS,
+                           import_log=services.recent_import_log(db.session, link.id),
+                           exclusion_labels=EXCLUSION_LABELS)
 
 
 @bp.route("/unlink", methods=["GET", "POST"])

@@ -67,6 +67,13 @@ def live_link(session: Session, membership_id: int) -> MailboxLink | None:
                                                     MailboxLink.state != LinkState.UNLINKED))
 
 
+def account_links(session: Session, account_id: int) -> list[MailboxLink]:
+    """Every live link of the account, by member."""
+    return list(session.scalars(select(MailboxLink).where(MailboxLink.account_id == account_id,
+                                                          MailboxLink.state != LinkState.UNLINKED)
+                                .order_by(MailboxLink.membership_id)))
+
+
 def latest_unlinked(session: Session, membership_id: int) -> MailboxLink | None:
     """The member's most recently stopped link, to explain why it stopped."""
     return session.scalar(select(MailboxLink).where(MailboxLink.membership_id == membership_id,

@@ -9,7 +9,8 @@ from portal.features.services import set_feature
 from portal.mailsync.engine import claim_lease, release_lease
 from portal.mailsync.runner import due_link_ids
 from portal.models import AccountStatus, LinkState, MailMessage, utcnow
-from tests.factories import enable_email, make_account, make_customer, make_link
+from portal.models import Role
+from tests.factories import enable_email, make_account, make_customer, make_link, make_member
 from tests.integration.test_import_engine import CUSTOMER, Mailbox, mail
 
 
@@ -115,3 +116,22 @@ def test_scheduler_job_syncs_every_due_link(app, dovecot, pki, mail_user, smtp_s
     db.session.expire_all()
     assert db.session.scalar(select(MailMessage.subject)) == "定期取り込み"
 
+
+
+def test_admin_sees_each_members_link_and_why_mail_stayed_out(app, client, auth, dovecot, pki, mail_user,
+                                                              smtp_ssl):
+    """Owners and admins answer 「なぜ取り込まれないのか」 for any member from the link list."""
+    configure(app, pki, dovecot, smtp_ssl)
+    account, owner = make_account()
+    enable_email(account, owner)
+    member = make_member(account, Role.USER)
+    box = Mailbox(dovecot, pki, mail_user, member, smtp_ssl)
+    box.deliver(mail("colleague@else.example", mail_user.email, cc=CUSTOMER, subject="Ccだけの案内"))
+    make_customer(account, email=CUSTOMER)
+    box.deliver(mail("colleague@else.example", mail_user.email, cc=CUSTOMER, subject="Ccだけの案内2"))
+    box.sync()
+    auth.login_member(owner)
+    listing = client.get("/settings/mailbox/links").get_data(as_text=True)
+    assert member.user.name in listing and "連携中" in listing
+    detail = client.get(f"/settings/mailbox/links/{box.link.id}").get_data(as_text=True)
+    assert "Ccだけの案内2" in detail and "顧客のアドレスが Cc/Bcc にしかありません" in detail

@@ -75,6 +75,8 @@ CASES = [
     Case("GET", "/settings/mailbox", ALL),
     Case("GET", "/settings/mailbox/unlink", ALL),
     Case("POST", "/settings/mailbox/sync", only(EVERYONE, 302)),
+    Case("GET", "/settings/mailbox/links", only(ADMINS)),
+    Case("GET", "/settings/mailbox/links/{link}", only(ADMINS)),
     Case("POST", "/settings/mailbox/reauth", only(EVERYONE, 422), {"imap_password": ""}),
     Case("POST", "/settings/mailbox/unlink", only(EVERYONE, 302)),
     Case("GET", "/settings/account/disable", only(ADMINS)),
@@ -99,12 +101,14 @@ def world(app):
         enable_email(company, owner_of)
         presets[company.id] = create_preset(db.session, owner_of, PresetData(
             "社内", "imap.example.jp", 993, Security.SSL, "smtp.example.jp", 587, Security.STARTTLS)).id
-    for member in members.values():
-        make_link(member)
+    own_links = [make_link(member) for member in members.values()]
+    other_link = make_link(other_member)
     return {
         "members": members,
-        "own": {"customer": customer.id, "member": target.id, "preset": presets[account.id]},
-        "other": {"customer": other_customer.id, "member": other_member.id, "preset": presets[other_account.id]},
+        "own": {"customer": customer.id, "member": target.id, "preset": presets[account.id],
+                "link": own_links[-1].id},
+        "other": {"customer": other_customer.id, "member": other_member.id, "preset": presets[other_account.id],
+                  "link": other_link.id},
     }
 
 

@@ -190,3 +190,15 @@ def test_viewing_restriction_toggle_from_account_settings(client, auth):
     auth.logout()
     auth.login_member(user)
     assert "オーナー担当" not in client.get("/customers").get_data(as_text=True)
+
+
+def test_customers_on_a_member_domain_are_flagged(client, auth):
+    """An internal address registered as a customer is marked, so admins can check it on purpose."""
+    account, owner = make_account()
+    make_member(account, Role.USER, email="sales@ourco.example.jp")
+    make_customer(account, name="経理部", email="accounting@ourco.example.jp")
+    make_customer(account, name="お客様", email="buyer@client.example")
+    auth.login_member(owner)
+    page = BeautifulSoup(client.get("/customers").get_data(as_text=True), "html.parser")
+    flagged = {row.find("td").get_text(strip=True) for row in page.select("tbody tr") if "社内ドメイン" in row.get_text()}
+    assert flagged == {"経理部"}
