@@ -165,6 +165,11 @@ def _thread_for(session: Session, account_id: int, parsed: ParsedMessage, custom
     return thread
 
 
+def _cut(value: str | None, limit: int) -> str | None:
+    """Fit a header value into its column: one absurd header must not fail the whole batch."""
+    return value[:limit] if value else value
+
+
 def _addresses_text(addresses) -> str:
     """Addresses as one display string ("name <email>, ...")."""
     return ", ".join(f"{a.name} <{a.email}>" if a.name else a.email for a in addresses)
@@ -180,11 +185,11 @@ def _store(session: Session, link: MailboxLink, folder: MailboxFolder, uid: int,
         thread = _thread_for(session, link.account_id, parsed, decision.customer_ids, internal_date)
         thread.last_message_at = max(thread.last_message_at, internal_date)
         message = MailMessage(
-            account_id=link.account_id, message_key=key, message_id_header=parsed.message_id,
-            in_reply_to=parsed.in_reply_to, references=" ".join(parsed.references), thread_id=thread.id,
+            account_id=link.account_id, message_key=key, message_id_header=_cut(parsed.message_id, 998),
+            in_reply_to=_cut(parsed.in_reply_to, 998), references=" ".join(parsed.references), thread_id=thread.id,
             direction=Direction.SENT if folder.role == FolderRole.SENT else Direction.RECEIVED,
             membership_id=link.membership_id, subject=parsed.subject,
-            from_address=parsed.from_[0].email if parsed.from_ else "",
+            from_address=_cut(parsed.from_[0].email, 254) if parsed.from_ else "",
             from_name=parsed.from_[0].name if parsed.from_ else "", to_addresses=_addresses_text(parsed.to),
             cc_addresses=_addresses_text(parsed.cc), sent_at=parsed.date, received_at=internal_date,
             text_body=parsed.text, html_body=parsed.html, size_bytes=len(raw), raw=raw, too_large=too_large,
@@ -193,8 +198,8 @@ def _store(session: Session, link: MailboxLink, folder: MailboxFolder, uid: int,
         session.flush()
         for attachment in parsed.attachments:
             session.add(MailAttachment(message_id=message.id, filename=attachment.filename,
-                                       content_type=attachment.content_type, size_bytes=attachment.size,
-                                       content_id=attachment.content_id, inline=attachment.inline,
+                                       content_type=_cut(attachment.content_type, 255), size_bytes=attachment.size,
+                                       content_id=_cut(attachment.content_id, 998), inline=attachment.inline,
                                        content=attachment.content))
     known = set(session.scalars(select(MailCustomer.customer_id).where(MailCustomer.message_id == message.id)))
     for customer_id in decision.customer_ids:
@@ -274,7 +279,8 @@ def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         # The server renumbered the folder: rescan from the link time by date; message keys prevent duplicates.
         folder.uidvalidity, folder.boundary_uidnext, folder.last_uid = info.uidvalidity, 1, 0
         session.commit()
-        uids = client.uids_since(link.linked_at.date())
+        # SINCE is a date in the server's zone: start a day early, the link time is checked per message.
+        uids = client.uids_since(link.linked_at.date() - timedelta(days=1))
         chunks = [uids[i:i + config.batch_size] for i in range(0, len(uids), config.batch_size)]
         _sync_uids(session, link, folder, client, snapshot, [(c[0], c[-1]) for c in chunks], 1, link.linked_at,
                    config, result, wanted=set(uids))

@@ -305,8 +305,10 @@ class Dovecot:
 
     MAIL_OWNER = "nobody"  # Dovecot refuses to access mail as root
 
-    def __init__(self, pki: Pki, *, use_untrusted_cert: bool = False):
+    def __init__(self, pki: Pki, *, use_untrusted_cert: bool = False, mail_fsync: str | None = None):
         self.host = HOST
+        # Dovecot's own default (optimized) unless asked: "never" is for benchmarks, never for crash-safety tests.
+        self.mail_fsync = mail_fsync
         self.imap_port = free_port()
         self.imaps_port = free_port()
         while self.imaps_port == self.imap_port:
@@ -458,6 +460,8 @@ class Dovecot:
         text = DOVECOT_2_4_CONF if version >= (2, 4) else DOVECOT_2_3_CONF
         for name, value in values.items():
             text = text.replace(f"@{name}@", str(value))
+        if self.mail_fsync is not None:
+            text += f"mail_fsync = {self.mail_fsync}\n"
         leftover = re.search(r"@[A-Z_]+@", text)
         if leftover:
             raise AssertionError(f"unfilled placeholder {leftover.group()} in the Dovecot config")

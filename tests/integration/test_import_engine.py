@@ -267,3 +267,14 @@ def test_customers_are_linked_and_volume_grows(account, mailbox):
     assert db.session.scalar(select(MailCustomer.customer_id).where(MailCustomer.message_id == message.id))
     volume = stored_mail_volume(db.session, account[0].id)
     assert volume.messages == 1 and volume.bytes == message.size_bytes > 0
+
+
+def test_absurd_headers_do_not_block_the_batch(mailbox):
+    """A 2,000-character sender address and Message-ID are stored (cut to fit) and the next message still comes in."""
+    long_local = "x" * 2000
+    raw = mail(f"{long_local}@client.example", CUSTOMER, message_id=f"<{'m' * 1500}@test.example>")
+    mailbox.deliver(raw, folder="Sent")
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="後続のメール"))
+    result = mailbox.sync()
+    assert result.state == LinkState.ACTIVE
+    assert "後続のメール" in [m.subject for m in stored()] and len(stored()) == 2
