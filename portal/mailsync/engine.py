@@ -126,43 +126,108 @@ def _same_message(existing: MailMessage, parsed: ParsedMessage) -> bool:
     return existing.from_address == sender and existing.subject == parsed.subject[:10000]
 
 
-def _message_key(session: Session, account_id: int, parsed: ParsedMessage, raw: bytes) -> tuple[str, MailMessage | None]:
-    """The message's key in the account and the stored message with that key, if any."""
-    if parsed.message_id:
-        key = "mid:" + parsed.message_id[:240]
-        existing = session.scalar(select(MailMessage).where(MailMessage.account_id == account_id,
-                                                            MailMessage.message_key == key))
-        if existing is None or _same_message(existing, parsed):
-            return key, existing
-    key = _hash_key(raw)
-    return key, session.scalar(select(MailMessage).where(MailMessage.account_id == account_id,
-                                                         MailMessage.message_key == key))
+class _BatchWriter:
+    """Stores one batch's messages with a handful of queries: keys, sightings and threads are looked up per batch."""
+
+    def __init__(self, session: Session, link: MailboxLink, folder: MailboxFolder, raws: dict[int, bytes]):
+        self.session, self.link, self.folder = session, link, folder
+        self.parsed = {uid: parse_message(raw) for uid, raw in raws.items()}
+        keys = {"mid:" + p.message_id[:240] for p in self.parsed.values() if p.message_id}
+        self.by_key = {m.message_key: m for m in session.scalars(select(MailMessage).where(
+            MailMessage.account_id == link.account_id, MailMessage.message_key.in_(keys)))} if keys else {}
+        self.seen = set(session.scalars(select(MailSource.uid).where(
+            MailSource.link_id == link.id, MailSource.folder_role == folder.role,
+            MailSource.uidvalidity == folder.uidvalidity, MailSource.uid.in_(list(raws)))))
+        self.threads_by_header: dict[str, MailThread] = {}
+        self.threads_by_subject: dict[tuple[str, int], MailThread] = {}
+
+    def _key(self, parsed: ParsedMessage, raw: bytes) -> tuple[str, MailMessage | None]:
+        """The message's key in the account and the stored message with that key, if any."""
+        if parsed.message_id:
+            key = "mid:" + parsed.message_id[:240]
+            existing = self.by_key.get(key)
+            if existing is None or _same_message(existing, parsed):
+                return key, existing
+        key = _hash_key(raw)
+        if key not in self.by_key:
+            self.by_key[key] = self.session.scalar(select(MailMessage).where(
+                MailMessage.account_id == self.link.account_id, MailMessage.message_key == key))
+        return key, self.by_key[key]
+
+    def _thread(self, parsed: ParsedMessage, customer_ids: tuple[int, ...], when: datetime) -> MailThread:
+        """References/In-Reply-To first, then the normalised subject with the same customer within a window."""
+        referenced = [i[:998] for i in [parsed.in_reply_to, *parsed.references] if i]
+        for message_id in referenced:
+            if message_id in self.threads_by_header:
+                return self.threads_by_header[message_id]
+        if referenced:
+            thread_id = self.session.scalar(select(MailMessage.thread_id).where(
+                MailMessage.account_id == self.link.account_id, MailMessage.message_id_header.in_(referenced),
+                MailMessage.thread_id.is_not(None)).limit(1))
+            if thread_id is not None:
+                return self.session.get(MailThread, thread_id)
+        subject_key = normalise_subject(parsed.subject)[:300]
+        for customer_id in customer_ids if subject_key else ():
+            if (subject_key, customer_id) in self.threads_by_subject:
+                return self.threads_by_subject[(subject_key, customer_id)]
+        if subject_key and customer_ids:
+            thread = self.session.scalar(
+                select(MailThread).join(MailMessage, MailMessage.thread_id == MailThread.id)
+                .join(MailCustomer, MailCustomer.message_id == MailMessage.id)
+                .where(MailThread.account_id == self.link.account_id, MailThread.subject_key == subject_key,
+                       MailCustomer.customer_id.in_(customer_ids),
+                       MailThread.last_message_at >= when - THREAD_WINDOW).limit(1))
+            if thread is not None:
+                return thread
+        thread = MailThread(account_id=self.link.account_id, subject_key=subject_key, last_message_at=when)
+        self.session.add(thread)
+        return thread
+
+    def store(self, uid: int, raw: bytes, decision: Decision, internal_date: datetime, too_large: bool) -> bool:
+        """Store (or find) the message, record this sighting and its customers; True when newly stored."""
+        parsed = self.parsed.get(uid) or parse_message(raw)
+        key, message = self._key(parsed, raw)
+        created = message is None
+        if created:
+            thread = self._thread(parsed, decision.customer_ids, internal_date)
+            thread.last_message_at = max(thread.last_message_at, internal_date)
+            message = _new_message(self.link, self.folder, key, parsed, raw, internal_date, too_large)
+            message.thread = thread
+            self.session.add(message)
+            self.by_key[key] = message
+            if parsed.message_id:
+                self.threads_by_header[parsed.message_id[:998]] = thread
+            for customer_id in decision.customer_ids:
+                self.threads_by_subject[(thread.subject_key, customer_id)] = thread
+            known = set()
+        else:
+            known = {link.customer_id for link in message.customer_links}
+        message.customer_links.extend(MailCustomer(customer_id=c) for c in decision.customer_ids if c not in known)
+        if uid not in self.seen:
+            self.seen.add(uid)
+            message.sources.append(MailSource(link_id=self.link.id, folder_role=self.folder.role,
+                                              uidvalidity=self.folder.uidvalidity, uid=uid))
+        return created
 
 
-def _thread_for(session: Session, account_id: int, parsed: ParsedMessage, customer_ids: tuple[int, ...],
-                when: datetime) -> MailThread:
-    """References/In-Reply-To first, then the normalised subject with the same customer within a window."""
-    referenced = [i for i in [parsed.in_reply_to, *parsed.references] if i]
-    if referenced:
-        thread_id = session.scalar(select(MailMessage.thread_id).where(
-            MailMessage.account_id == account_id, MailMessage.message_id_header.in_(referenced),
-            MailMessage.thread_id.is_not(None)).limit(1))
-        if thread_id is not None:
-            return session.get(MailThread, thread_id)
-    subject_key = normalise_subject(parsed.subject)[:300]
-    if subject_key and customer_ids:
-        thread = session.scalar(
-            select(MailThread).join(MailMessage, MailMessage.thread_id == MailThread.id)
-            .join(MailCustomer, MailCustomer.message_id == MailMessage.id)
-            .where(MailThread.account_id == account_id, MailThread.subject_key == subject_key,
-                   MailCustomer.customer_id.in_(customer_ids),
-                   MailThread.last_message_at >= when - THREAD_WINDOW).limit(1))
-        if thread is not None:
-            return thread
-    thread = MailThread(account_id=account_id, subject_key=subject_key, last_message_at=when)
-    session.add(thread)
-    session.flush()
-    return thread
+def _new_message(link: MailboxLink, folder: MailboxFolder, key: str, parsed: ParsedMessage, raw: bytes,
+                 internal_date: datetime, too_large: bool) -> MailMessage:
+    """A new stored message with its attachments (inserted together at commit)."""
+    message = MailMessage(
+        account_id=link.account_id, message_key=key, message_id_header=_cut(parsed.message_id, 998),
+        in_reply_to=_cut(parsed.in_reply_to, 998), references=" ".join(parsed.references),
+        direction=Direction.SENT if folder.role == FolderRole.SENT else Direction.RECEIVED,
+        membership_id=link.membership_id, subject=parsed.subject,
+        from_address=_cut(parsed.from_[0].email, 254) if parsed.from_ else "",
+        from_name=parsed.from_[0].name if parsed.from_ else "", to_addresses=_addresses_text(parsed.to),
+        cc_addresses=_addresses_text(parsed.cc), sent_at=parsed.date, received_at=internal_date,
+        text_body=parsed.text, html_body=parsed.html, size_bytes=len(raw), raw=raw, too_large=too_large,
+        has_defects=bool(parsed.defects), defects=",".join(parsed.defects), auto_submitted=parsed.auto_submitted)
+    message.attachments.extend(
+        MailAttachment(filename=a.filename, content_type=_cut(a.content_type, 255), size_bytes=a.size,
+                       content_id=_cut(a.content_id, 998), inline=a.inline, content=a.content)
+        for a in parsed.attachments)
+    return message
 
 
 def _cut(value: str | None, limit: int) -> str | None:
@@ -173,45 +238,6 @@ def _cut(value: str | None, limit: int) -> str | None:
 def _addresses_text(addresses) -> str:
     """Addresses as one display string ("name <email>, ...")."""
     return ", ".join(f"{a.name} <{a.email}>" if a.name else a.email for a in addresses)
-
-
-def _store(session: Session, link: MailboxLink, folder: MailboxFolder, uid: int, raw: bytes,
-           decision: Decision, internal_date: datetime, too_large: bool) -> bool:
-    """Store (or find) the message, record this sighting and its customers; returns True when newly stored."""
-    parsed = parse_message(raw)
-    key, message = _message_key(session, link.account_id, parsed, raw)
-    created = message is None
-    if created:
-        thread = _thread_for(session, link.account_id, parsed, decision.customer_ids, internal_date)
-        thread.last_message_at = max(thread.last_message_at, internal_date)
-        message = MailMessage(
-            account_id=link.account_id, message_key=key, message_id_header=_cut(parsed.message_id, 998),
-            in_reply_to=_cut(parsed.in_reply_to, 998), references=" ".join(parsed.references), thread_id=thread.id,
-            direction=Direction.SENT if folder.role == FolderRole.SENT else Direction.RECEIVED,
-            membership_id=link.membership_id, subject=parsed.subject,
-            from_address=_cut(parsed.from_[0].email, 254) if parsed.from_ else "",
-            from_name=parsed.from_[0].name if parsed.from_ else "", to_addresses=_addresses_text(parsed.to),
-            cc_addresses=_addresses_text(parsed.cc), sent_at=parsed.date, received_at=internal_date,
-            text_body=parsed.text, html_body=parsed.html, size_bytes=len(raw), raw=raw, too_large=too_large,
-            has_defects=bool(parsed.defects), defects=",".join(parsed.defects), auto_submitted=parsed.auto_submitted)
-        session.add(message)
-        session.flush()
-        for attachment in parsed.attachments:
-            session.add(MailAttachment(message_id=message.id, filename=attachment.filename,
-                                       content_type=_cut(attachment.content_type, 255), size_bytes=attachment.size,
-                                       content_id=_cut(attachment.content_id, 998), inline=attachment.inline,
-                                       content=attachment.content))
-    known = set(session.scalars(select(MailCustomer.customer_id).where(MailCustomer.message_id == message.id)))
-    for customer_id in decision.customer_ids:
-        if customer_id not in known:
-            session.add(MailCustomer(message_id=message.id, customer_id=customer_id))
-    seen = session.scalar(select(MailSource.id).where(
-        MailSource.link_id == link.id, MailSource.folder_role == folder.role,
-        MailSource.uidvalidity == folder.uidvalidity, MailSource.uid == uid))
-    if seen is None:
-        session.add(MailSource(message_id=message.id, link_id=link.id, folder_role=folder.role,
-                               uidvalidity=folder.uidvalidity, uid=uid))
-    return created
 
 
 def _log_exclusions(session: Session, link: MailboxLink, folder: MailboxFolder, batch: _Batch,
@@ -232,15 +258,17 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
                  envelopes: list[FetchedEnvelope], batch: _Batch, config: EngineConfig) -> int:
     """Fetch the chosen bodies, store them and the log; the caller commits with the checkpoint."""
     by_uid = {envelope.uid: envelope for envelope in envelopes}
+    bodies = client.fetch_raw(sorted(batch.fetch))  # a message expunged in between is simply gone
+    raws = {**bodies, **{uid: by_uid[uid].headers for uid in batch.too_large}}
     imported = 0
-    bodies = client.fetch_raw(sorted(batch.fetch))
-    for uid, decision in batch.fetch.items():
-        if uid in bodies:  # a message expunged between the two fetches is simply gone
-            imported += _store(session, link, folder, uid, bodies[uid], decision, by_uid[uid].internal_date, False)
-    for uid, decision in batch.too_large.items():
-        imported += _store(session, link, folder, uid, by_uid[uid].headers, decision, by_uid[uid].internal_date,
-                           True)
-    _log_exclusions(session, link, folder, batch, by_uid)
+    with session.no_autoflush:  # everything is inserted together at commit
+        writer = _BatchWriter(session, link, folder, raws)
+        for uid, decision in batch.fetch.items():
+            if uid in bodies:
+                imported += writer.store(uid, bodies[uid], decision, by_uid[uid].internal_date, False)
+        for uid, decision in batch.too_large.items():
+            imported += writer.store(uid, raws[uid], decision, by_uid[uid].internal_date, True)
+        _log_exclusions(session, link, folder, batch, by_uid)
     return imported
 
 

@@ -63,6 +63,7 @@ class MailMessage(Base):
     auto_submitted: Mapped[bool] = mapped_column(Boolean, default=False)
     imported_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    thread: Mapped[MailThread | None] = relationship()
     sources: Mapped[list["MailSource"]] = relationship(back_populates="message")
     customer_links: Mapped[list["MailCustomer"]] = relationship(back_populates="message")
     attachments: Mapped[list["MailAttachment"]] = relationship(back_populates="message")

@@ -278,3 +278,20 @@ def test_absurd_headers_do_not_block_the_batch(mailbox):
     result = mailbox.sync()
     assert result.state == LinkState.ACTIVE
     assert "後続のメール" in [m.subject for m in stored()] and len(stored()) == 2
+
+
+def test_threads_follow_references_then_subject_and_customer(mailbox):
+    """A reply with In-Reply-To joins its thread; a bare 「Re:」 from the same customer joins by subject."""
+    first_id = make_msgid(domain="client.example")
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="納期のご相談", message_id=first_id))
+    reply = EmailMessage()
+    reply["From"], reply["To"], reply["Subject"] = mailbox.user.email, CUSTOMER, "件名を変えた返信"
+    reply["Message-ID"], reply["In-Reply-To"], reply["References"] = make_msgid(), first_id, first_id
+    reply.set_content("承知しました。")
+    mailbox.deliver(reply.as_bytes().replace(b"\n", b"\r\n"), folder="Sent")
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="Re: 返信: 納期のご相談"))
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="別件のお問い合わせ"))
+    mailbox.sync()
+    threads = {m.subject: m.thread_id for m in stored()}
+    assert threads["納期のご相談"] == threads["件名を変えた返信"] == threads["Re: 返信: 納期のご相談"]
+    assert threads["別件のお問い合わせ"] != threads["納期のご相談"]
