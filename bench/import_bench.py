@@ -1,0 +1,480 @@
+"""Import engine benchmark: a private Dovecot on 127.0.0.1, a throwaway SQLite database, figures on stdout.
+
+1. For a 10% and a 100% customer mix of N messages: a bare fetch-and-parse loop against the engine's full pass.
+2. One idle pass (no new mail) over L linked mailboxes with the scheduler's worker count.
+
+Run from the project root: .venv/bin/python bench/import_bench.py [--messages N] [--links L]. See bench/README.md.
+"""
+import argparse
+import atexit
+import email
+import email.policy
+import logging
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from base64 import encodebytes
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.header import Header
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import format_datetime, getaddresses
+from pathlib import Path
+from urllib.parse import quote
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+WORKDIR = Path(tempfile.mkdtemp(prefix="import-bench-"))
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
+# The portal must never see the developer's instance folder (database, keys): set before importing it.
+os.environ["PORTAL_INSTANCE_PATH"] = str(WORKDIR / "instance")
+
+from flask_migrate import upgrade  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from portal import create_app  # noqa: E402
+from portal.extensions import db  # noqa: E402
+from portal.mailbox.services import LinkRequest, connection_policy, link_mailbox, secret_box  # noqa: E402
+from portal.mailsync.connection import ServerSettings, close_quietly, open_imap  # noqa: E402
+from portal.mailsync.engine import EngineConfig, PassResult, sync_link  # noqa: E402
+from portal.mailsync.runner import connector, sync_many  # noqa: E402
+from portal.mailsync.verify import find_sent_folder, folder_snapshot  # noqa: E402
+from portal.models import FolderRole, LinkState, MailboxLink, MailMessage, Role, Security, utcnow  # noqa: E402
+from tests.factories import enable_email, make_account, make_customer, make_member  # noqa: E402
+from tests.integration.servers import Dovecot, MailUser, find_dovecot, make_test_pki  # noqa: E402
+
+DEFAULT_CORPUS = Path("/work/shared/corpus")
+NOT_MAIL = re.compile(r"(LICENSE|COPYING|README|SOURCES|MANIFEST)")
+FETCH_BATCH = 200
+APPEND_CHUNK = 250
+MIXES = (10, 100)  # percent of the messages from or to a registered customer
+RATIO_FLOORS = {10: 1.0, 100: 0.5}  # engine rate / bare rate, from the issue
+IDLE_FLOOR_SECONDS = 30.0
+MIX_CUSTOMERS = 50
+IDLE_MEMBERS_PER_ACCOUNT = 5
+IDLE_CUSTOMERS_PER_ACCOUNT = 10
+
+SURNAMES = ["山田", "田中", "佐藤", "鈴木", "高橋", "伊藤", "渡辺", "中村", "小林", "加藤", "吉田", "山本"]
+GIVEN_NAMES = ["太郎", "花子", "一郎", "美咲", "健太", "由美", "大輔", "直子", "翔太", "恵子"]
+COMPANIES = ["株式会社山田製作所", "田中商事株式会社", "有限会社佐藤工業", "株式会社みらい物流", "青葉システム株式会社",
+             "北斗電機株式会社", "株式会社さくら不動産", "東西化学工業株式会社"]
+TOPICS = ["お見積りのご依頼", "打ち合わせ日程のご相談", "納品書送付のご案内", "ご請求書の件", "新製品のご紹介",
+          "契約更新についてのご連絡", "仕様変更のお願い", "発注書の送付について", "展示会ご来場のお礼", "価格改定のお知らせ"]
+PARAGRAPHS = [
+    "先日はお忙しいところお時間をいただき、誠にありがとうございました。",
+    "ご依頼いただきました件につきまして、添付のとおりお見積書をお送りいたします。ご査収のほどよろしくお願いいたします。",
+    "打ち合わせの日程ですが、来週の火曜日または水曜日の午後はいかがでしょうか。ご都合をお聞かせください。",
+    "納期につきましては、ご発注から三週間程度を予定しております。詳細は担当の者より改めてご連絡いたします。",
+    "ご不明な点がございましたら、お気軽にお問い合わせください。",
+    "本件は社内で確認のうえ、今週中に改めてご回答いたします。",
+    "お支払い期日は来月末日となっております。お振込先は請求書に記載の口座をご確認ください。",
+    "仕様の変更に伴い、一部の部品の価格が変わります。変更後の金額は別紙にまとめております。",
+    "引き続き、どうぞよろしくお願い申し上げます。",
+]
+
+
+# ---- test data ------------------------------------------------------------------------------------------------
+
+
+def corpus_messages(folder: Path) -> list[bytes]:
+    """Every message file of the corpus in a stable order (licence, readme and index files skipped)."""
+    return [path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file() and not NOT_MAIL.match(path.name)]
+
+
+def encoded(text: str, charset: str) -> str:
+    """An RFC 2047 encoded word, as Japanese mail clients write names and subjects."""
+    return Header(text, charset).encode()
+
+
+def person(rng: random.Random) -> str:
+    """A random Japanese name."""
+    return rng.choice(SURNAMES) + " " + rng.choice(GIVEN_NAMES)
+
+
+def business_text(rng: random.Random, to_name: str) -> str:
+    """A Japanese business letter body."""
+    company, sender = rng.choice(COMPANIES), person(rng)
+    paragraphs = "\n\n".join(rng.sample(PARAGRAPHS, rng.randint(2, 5)))
+    return (f"{to_name}様\n\nいつもお世話になっております。\n{company}の{sender}です。\n\n{paragraphs}\n\n"
+            f"何卒よろしくお願い申し上げます。\n\n--\n{company}\n{sender}\nTEL 03-1234-5678\n")
+
+
+def base64_lines(data: bytes) -> bytes:
+    """Base64 in 76-character lines with CRLF."""
+    return encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def japanese_mail(rng: random.Random, kind: int, reply_to: bytes | None) -> bytes:
+    """A Japanese business message in one of four shapes Japanese mail clients send (readdress adds From/To/ID)."""
+    topic, to_name = rng.choice(TOPICS), person(rng)
+    text = business_text(rng, to_name)
+    date = format_datetime(datetime.now(timezone.utc)).encode()
+    if kind == 0:  # Outlook/Becky!: plain ISO-2022-JP
+        head = (f"Subject: {encoded(topic, 'iso-2022-jp')}\r\nMIME-Version: 1.0\r\n"
+                "Content-Type: text/plain; charset=ISO-2022-JP\r\nContent-Transfer-Encoding: 7bit\r\n").encode()
+        body = text.replace("\n", "\r\n").encode("iso2022_jp")
+    elif kind == 1:  # web mailers: UTF-8 text and HTML alternatives
+        html = "<html><body>" + "".join(f"<p>{line}</p>" for line in text.split("\n") if line) + "</body></html>"
+        head = (f"Subject: {encoded(topic, 'utf-8')}\r\nMIME-Version: 1.0\r\n"
+                'Content-Type: multipart/alternative; boundary="alt-boundary"\r\n').encode()
+        part = b"--alt-boundary\r\nContent-Type: text/%s; charset=UTF-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        body = (part % b"plain" + base64_lines(text.encode()) + part % b"html" + base64_lines(html.encode())
+                + b"--alt-boundary--\r\n")
+    elif kind == 2:  # a quote with a PDF, its Japanese file name both ways (RFC 2231 and encoded word)
+        filename = f"御見積書_{rng.randint(1000, 9999)}.pdf"
+        pdf = b"%PDF-1.4\n" + rng.randbytes(rng.randint(5_000, 30_000)) + b"\n%%EOF\n"
+        head = (f"Subject: {encoded(topic, 'iso-2022-jp')}\r\nMIME-Version: 1.0\r\n"
+                'Content-Type: multipart/mixed; boundary="mixed-boundary"\r\n').encode()
+        body = (b"--mixed-boundary\r\nContent-Type: text/plain; charset=ISO-2022-JP\r\n"
+                b"Content-Transfer-Encoding: 7bit\r\n\r\n" + text.replace("\n", "\r\n").encode("iso2022_jp")
+                + f"\r\n--mixed-boundary\r\nContent-Type: application/pdf; name=\"{encoded(filename, 'iso-2022-jp')}\""
+                  f"\r\nContent-Disposition: attachment; filename*=UTF-8''{quote(filename)}\r\n"
+                  "Content-Transfer-Encoding: base64\r\n\r\n".encode() + base64_lines(pdf) + b"--mixed-boundary--\r\n")
+    else:  # a reply in the same thread, quoting the letter
+        quoted = "\n".join("> " + line for line in business_text(rng, to_name).split("\n"))
+        head = f"Subject: {encoded('Re: ' + topic, 'iso-2022-jp')}\r\n".encode()
+        if reply_to:
+            head += b"In-Reply-To: " + reply_to + b"\r\nReferences: " + reply_to + b"\r\n"
+        head += (b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=ISO-2022-JP\r\n"
+                 b"Content-Transfer-Encoding: 7bit\r\n")
+        body = (text + "\n" + quoted).replace("\n", "\r\n").encode("iso2022_jp")
+    return b"Date: " + date + b"\r\n" + head + b"\r\n" + body
+
+
+REPLACED_FIELDS = {b"from", b"to", b"message-id"}
+
+
+def readdress(raw: bytes, sender: bytes, recipient: bytes, message_id: bytes) -> bytes:
+    """The message with CRLF line ends and the given From, To and Message-ID in place of its own."""
+    raw = re.sub(rb"\r?\n", b"\r\n", raw)
+    if raw.startswith(b"From "):  # an mbox separator is not a header
+        raw = raw.partition(b"\r\n")[2]
+    head, _, body = raw.partition(b"\r\n\r\n")
+    kept, dropping = [], False
+    for line in head.split(b"\r\n"):
+        if line[:1] not in (b" ", b"\t"):
+            dropping = line.split(b":", 1)[0].strip().lower() in REPLACED_FIELDS
+        if not dropping:
+            kept.append(line)
+    # Unique Message-IDs: the corpus is reused, and equal IDs would (rightly) be stored once.
+    fields = [b"From: " + sender, b"To: " + recipient, b"Message-ID: " + message_id]
+    return b"\r\n".join(fields + kept) + b"\r\n\r\n" + body
+
+
+def from_and_to(raw: bytes) -> tuple[list[str], list[str]]:
+    """The From and To addresses as the standard library reads them (a check independent of the engine)."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    return ([address.lower() for _, address in getaddresses([str(v) for v in headers.get_all("From", [])])],
+            [address.lower() for _, address in getaddresses([str(v) for v in headers.get_all("To", [])])])
+
+
+@dataclass
+class Mix:
+    """N messages, of which `share` are from or to a customer of the account."""
+
+    percent: int
+    messages: list[bytes]
+    share: int
+    megabytes: float
+
+
+def build_mix(percent: int, total: int, corpus: list[bytes], member: str, customers: list[str],
+              seed: int) -> Mix:
+    """Half real corpus messages, half generated Japanese mail; a random `percent` of them involve a customer."""
+    rng = random.Random(seed)
+    chosen = set(rng.sample(range(total), round(total * percent / 100)))
+    strangers = [f"info{n}@shop{n % 37}.example.com" for n in range(200)] + ["news@mail.example.jp",
+                                                                              "noreply@service.example.net"]
+    messages = []
+    for index in range(total):
+        message_id = f"<bench{seed}.{index}@bench.example.jp>".encode()
+        if index % 2:
+            reply_to = f"<bench{seed}.{index - 4}@bench.example.jp>".encode() if index >= 4 else None
+            source = japanese_mail(rng, (index // 2) % 4, reply_to)
+        else:
+            source = corpus[(index // 2) % len(corpus)]
+        name = encoded(person(rng), "iso-2022-jp").encode()
+        if index in chosen:
+            customer = rng.choice(customers).encode()
+            if rng.random() < 0.7:  # received from the customer, else the member's own mail to them
+                sender, recipient = name + b" <" + customer + b">", member.encode()
+            else:
+                sender, recipient = member.encode(), name + b" <" + customer + b">"
+        else:
+            sender, recipient = name + b" <" + rng.choice(strangers).encode() + b">", member.encode()
+        messages.append(readdress(source, sender, recipient, message_id))
+    check_mix(messages, chosen, set(customers))
+    size = sum(map(len, messages)) / 1e6
+    return Mix(percent, messages, len(chosen), size)
+
+
+def check_mix(messages: list[bytes], chosen: set[int], customers: set[str]) -> None:
+    """Exactly the chosen messages name a customer in From or To, and each has one From and one To."""
+    for index, raw in enumerate(messages):
+        senders, recipients = from_and_to(raw)
+        if len(senders) != 1 or len(recipients) != 1:
+            raise AssertionError(f"message {index}: From {senders}, To {recipients}: rewriting failed")
+        if bool(customers & {*senders, *recipients}) != (index in chosen):
+            raise AssertionError(f"message {index}: customer match differs from the plan")
+
+
+# ---- servers, app, links --------------------------------------------------------------------------------------
+
+
+def build_app(pki, dovecot: Dovecot):
+    """The portal on a throwaway SQLite database whose schema is built by the real migrations."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{WORKDIR / 'bench.db'}",
+                      "MAIL_CA_FILE": str(pki.ca_file), "MAIL_EXTRA_PORTS": [dovecot.imaps_port],
+                      "ARGON2_TIME_COST": 1, "ARGON2_MEMORY_COST": 1024})
+    with app.app_context():
+        logging.disable(logging.INFO)  # Alembic's per-revision INFO lines are not benchmark output
+        try:
+            upgrade(directory=str(REPO / "migrations"))
+        finally:
+            logging.disable(logging.NOTSET)
+    return app
+
+
+def imap_verifier(imap: ServerSettings, smtp: ServerSettings, policy):
+    """verify_mailbox without its SMTP half: a real IMAP login, LIST, and STATUS of INBOX and Sent.
+
+    The benchmark has no SMTP server (and smtplib would look up this machine's name): the sync never uses SMTP.
+    """
+    client = open_imap(imap, policy)
+    try:
+        sent = find_sent_folder(client.list_folders())
+        return [folder_snapshot(client, FolderRole.INBOX, "INBOX"), folder_snapshot(client, FolderRole.SENT, sent)]
+    finally:
+        try:
+            client.logout()
+        except Exception:  # noqa: BLE001 - the check already succeeded
+            close_quietly(client)
+
+
+def link_member(app, dovecot: Dovecot, membership) -> tuple[MailboxLink, MailUser]:
+    """Give the member a Dovecot mailbox under their own address and link it through link_mailbox."""
+    user = dovecot.add_user(membership.user.email, secrets.token_urlsafe(12))
+    imap = ServerSettings(dovecot.host, dovecot.imaps_port, Security.SSL, user.email, user.password)
+    smtp = ServerSettings(dovecot.host, 465, Security.SSL, user.email, user.password)  # stored, never contacted
+    link = link_mailbox(db.session, membership, LinkRequest(user.email, imap, smtp), connection_policy(app.config),
+                        secret_box(app.config), utcnow(), verifier=imap_verifier)
+    return link, user
+
+
+def deliver(dovecot: Dovecot, user: MailUser, messages: list[bytes]) -> float:
+    """APPEND the messages to INBOX over one connection (MULTIAPPEND in chunks); returns seconds."""
+    start = time.perf_counter()
+    with dovecot.connect(user.email, user.password) as client:
+        for first in range(0, len(messages), APPEND_CHUNK):
+            client.multiappend("INBOX", messages[first:first + APPEND_CHUNK])
+    return time.perf_counter() - start
+
+
+# ---- measurements ---------------------------------------------------------------------------------------------
+
+
+def fetch_bodies(client, uidnext: int):
+    """Yield the raw bytes of UIDs 1..uidnext-1, UID FETCH BODY.PEEK[] in batches."""
+    for first in range(1, uidnext, FETCH_BATCH):
+        response = client.fetch(list(range(first, min(first + FETCH_BATCH, uidnext))), [b"BODY.PEEK[]"])
+        for data in response.values():
+            yield data[b"BODY[]"]
+
+
+def warm_up(dovecot: Dovecot, user: MailUser) -> None:
+    """Read every message once, untimed, so both timed runs find Dovecot's index and the page cache warm."""
+    with dovecot.connect(user.email, user.password) as client:
+        uidnext = client.select_folder("INBOX", readonly=True)[b"UIDNEXT"]
+        for _ in fetch_bodies(client, uidnext):
+            pass
+
+
+def parse_fully(raw: bytes) -> bool:
+    """The stdlib's full parse as an importer would use it; False when reading a header or the body raised."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    try:
+        message["subject"], message["from"], message["to"], message.get_body()
+        return True
+    except Exception:  # noqa: BLE001 - counted, as a real importer would have to
+        return False
+
+
+def bare_loop(dovecot: Dovecot, user: MailUser) -> tuple[int, int, float]:
+    """Fresh connection, EXAMINE INBOX, fetch and parse every message; returns (messages, parse errors, seconds)."""
+    start = time.perf_counter()
+    count = errors = 0
+    client = dovecot.connect(user.email, user.password)
+    try:
+        uidnext = client.select_folder("INBOX", readonly=True)[b"UIDNEXT"]
+        for raw in fetch_bodies(client, uidnext):
+            count += 1
+            errors += not parse_fully(raw)
+    finally:
+        client.logout()
+    return count, errors, time.perf_counter() - start
+
+
+def engine_pass(app, link_id: int) -> tuple[PassResult, float]:
+    """One sync_link pass over the link with the default EngineConfig, as the scheduler would run it."""
+    connect = connector(secret_box(app.config), connection_policy(app.config))
+    db.session.expire_all()
+    link = db.session.get(MailboxLink, link_id)
+    start = time.perf_counter()
+    result = sync_link(db.session, link, connect, utcnow, EngineConfig())
+    return result, time.perf_counter() - start
+
+
+def stored_messages(account_id: int) -> int:
+    """How many messages the account has stored."""
+    return db.session.scalar(select(func.count(MailMessage.id)).where(MailMessage.account_id == account_id))
+
+
+def verdict(ok: bool) -> str:
+    """PASS or FAIL."""
+    return "PASS" if ok else "FAIL"
+
+
+def run_mix(app, dovecot: Dovecot, corpus: list[bytes], percent: int, total: int) -> bool:
+    """Set up, measure and print one mix; returns True when its check and its floor pass."""
+    account, owner = make_account()
+    enable_email(account, owner)
+    customers = [make_customer(account, name=person(random.Random(n)), email=f"tanaka{n}@client{n}.example.co.jp")
+                 for n in range(MIX_CUSTOMERS)]
+    link, user = link_member(app, dovecot, owner)
+    mix = build_mix(percent, total, corpus, user.email, [c.email for c in customers], seed=percent)
+    append_seconds = deliver(dovecot, user, mix.messages)
+    warm_up(dovecot, user)
+    print(f"\nmix {percent}%: {mix.share} of {total} messages from or to one of {MIX_CUSTOMERS} customers "
+          f"({mix.megabytes:.1f} MB, appended after linking in {append_seconds:.1f} s)")
+
+    count, errors, bare_seconds = bare_loop(dovecot, user)
+    bare_rate = count / bare_seconds
+    print(f"  bare loop   fetch BODY.PEEK[] + policy.default parse: {count} msgs in {bare_seconds:6.2f} s "
+          f"= {bare_rate:7.0f} msgs/s  ({errors} header/body read errors)")
+
+    result, engine_seconds = engine_pass(app, link.id)
+    engine_rate = total / engine_seconds
+    stored = stored_messages(account.id)
+    checked = (result.error is None and stored == mix.share and result.imported == mix.share
+               and result.excluded == total - mix.share)
+    print(f"  engine pass sync_link into SQLite:                   {total} msgs in {engine_seconds:6.2f} s "
+          f"= {engine_rate:7.0f} msgs/s  (stored {stored}, expected {mix.share}; imported {result.imported}, "
+          f"excluded {result.excluded}{', error: ' + result.error if result.error else ''}: {verdict(checked)})")
+
+    ratio = engine_rate / bare_rate
+    floor = RATIO_FLOORS[percent]
+    print(f"  engine/bare = {ratio:.2f}   floor >= {floor:.1f}: {verdict(ratio >= floor)}")
+    return checked and ratio >= floor
+
+
+def make_idle_links(app, dovecot: Dovecot, count: int) -> list[int]:
+    """`count` linked members, five to an account with ten customers each, each with an own Dovecot mailbox."""
+    link_ids = []
+    while len(link_ids) < count:
+        account, owner = make_account()
+        enable_email(account, owner)
+        for _ in range(IDLE_CUSTOMERS_PER_ACCOUNT):
+            make_customer(account)
+        members = [owner] + [make_member(account, Role.USER)
+                             for _ in range(min(IDLE_MEMBERS_PER_ACCOUNT, count - len(link_ids)) - 1)]
+        link_ids += [link_member(app, dovecot, membership)[0].id for membership in members]
+    return link_ids
+
+
+def run_idle(app, dovecot: Dovecot, count: int) -> bool:
+    """Set up, measure and print the idle pass; returns True when every link synced and the floor passes."""
+    start = time.perf_counter()
+    with app.app_context():
+        link_ids = make_idle_links(app, dovecot, count)
+    setup_seconds = time.perf_counter() - start
+
+    @contextmanager
+    def scope():
+        """A session per link, as portal.mailbox.syncing.run_sync gives the scheduler."""
+        with app.app_context():
+            try:
+                yield db.session
+            finally:
+                db.session.remove()
+
+    workers = app.config["SYNC_WORKERS"]
+    connect = connector(secret_box(app.config), connection_policy(app.config))
+    start = time.perf_counter()
+    results = sync_many(scope, link_ids, connect, utcnow, EngineConfig(), workers=workers)
+    seconds = time.perf_counter() - start
+    failed = [r for r in results if r.skipped or r.error or r.state != LinkState.ACTIVE or r.imported]
+    print(f"\nidle pass: {count} links, each its own Dovecot user (linked in {setup_seconds:.1f} s), no new mail, "
+          f"sync_many with SYNC_WORKERS={workers}")
+    print(f"  {seconds:.2f} s = {count / seconds:.0f} links/s, {1000 * seconds * workers / count:.0f} ms per link "
+          f"per worker  ({len(results) - len(failed)} synced cleanly, {len(failed)} not"
+          f"{': ' + repr(failed[0]) if failed else ''})")
+    print(f"  floor <= {IDLE_FLOOR_SECONDS:.0f} s: {verdict(seconds <= IDLE_FLOOR_SECONDS and not failed)}")
+    return seconds <= IDLE_FLOOR_SECONDS and not failed
+
+
+def machine(dovecot_binary: str) -> str:
+    """nproc, CPU, Python, Dovecot and SQLite versions."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")
+    dovecot = subprocess.run([dovecot_binary, "--version"], capture_output=True, text=True).stdout.strip()
+    return (f"machine: nproc {len(os.sched_getaffinity(0))} ({cpu}), Python {platform.python_version()}, "
+            f"Dovecot {dovecot}, SQLite {sqlite3.sqlite_version}")
+
+
+def main() -> int:
+    """Parse the arguments, run everything against one private Dovecot, and always stop it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000, help="messages per mix (default 10000)")
+    parser.add_argument("--links", type=int, default=500, help="links in the idle pass (default 500)")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of real messages")
+    args = parser.parse_args()
+    # Ctrl-C and a plain `kill` must both clean up: their exceptions run the finally blocks and atexit. SIGINT is
+    # set explicitly because a shell starts background jobs with it ignored, and Python keeps that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+    binary = find_dovecot()
+    if binary is None:
+        print("dovecot is not installed (apt-get install dovecot-imapd)", file=sys.stderr)
+        return 2
+    corpus = corpus_messages(args.corpus)
+    print("import engine benchmark (everything on 127.0.0.1, Dovecot with mail_fsync = never, SQLite in a temp dir)")
+    print(machine(binary))
+    print(f"data: N={args.messages} per mix, half real corpus messages ({len(corpus)} in {args.corpus}, From/To/"
+          f"Message-ID rewritten), half generated Japanese business mail; L={args.links}")
+    pki = make_test_pki(WORKDIR / "pki")
+    dovecot = Dovecot(pki, mail_fsync="never")
+    try:
+        dovecot.start()
+        app = build_app(pki, dovecot)
+        passed = []
+        for percent in MIXES:
+            with app.app_context():
+                passed.append(run_mix(app, dovecot, corpus, percent, args.messages))
+        passed.append(run_idle(app, dovecot, args.links))
+        with app.app_context():
+            db.engine.dispose()
+    finally:
+        dovecot.stop()
+    print(f"\n{sum(passed)} of {len(passed)} floors passed: {'PASS' if all(passed) else 'FAIL'}")
+    return 0 if all(passed) else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted (Dovecot stopped, temp folder removed)", file=sys.stderr)
+        sys.exit(130)
