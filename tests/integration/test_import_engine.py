@@ -295,3 +295,25 @@ def test_threads_follow_references_then_subject_and_customer(mailbox):
     threads = {m.subject: m.thread_id for m in stored()}
     assert threads["納期のご相談"] == threads["件名を変えた返信"] == threads["Re: 返信: 納期のご相談"]
     assert threads["別件のお問い合わせ"] != threads["納期のご相談"]
+
+
+def test_too_large_mail_is_kept_as_headers_and_flagged(mailbox):
+    """Over the size cap: stored with headers only, marked too large, listed in the import log."""
+    big = mail(CUSTOMER, mailbox.user.email, subject="大きな添付", body="x" * 5000)
+    mailbox.deliver(big)
+    mailbox.sync(EngineConfig(size_cap=2000))
+    [message] = stored()
+    assert message.too_large and message.subject == "大きな添付" and b"x" * 100 not in message.raw
+    assert reasons() == ["too_large"]
+
+
+def test_broken_message_is_stored_raw_with_a_defect_and_the_batch_goes_on(mailbox):
+    """Undecodable text is kept with its raw bytes and a defect flag; the next message still comes in."""
+    broken = (f"From: {CUSTOMER}\r\nTo: {mailbox.user.email}\r\nSubject: =?x-unknown?B?gqCCoA==?=\r\n"
+              "Content-Type: text/plain; charset=x-unknown\r\n\r\n").encode() + b"\x82\xa0\xff\xfe\x00\r\n"
+    mailbox.deliver(broken)
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="正常なメール"))
+    mailbox.sync()
+    first, second = stored()
+    assert first.has_defects and first.raw.startswith(b"From: ") and "\x00" not in (first.text_body or "")
+    assert second.subject == "正常なメール"
