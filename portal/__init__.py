@@ -1,7 +1,7 @@
 """The portal's app factory: config, extensions, blueprints, error pages and CLI. Never starts the scheduler."""
 import os
 
-from flask import Flask, g
+from flask import Flask
 from flask_login import current_user
 
 from portal import passwords
