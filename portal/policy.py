@@ -18,6 +18,12 @@ class Action(str, enum.Enum):
     MANAGE_ACCOUNT = "manage_account"
     VIEW_AUDIT_LOG = "view_audit_log"
     VIEW_ALL_LINKS = "view_all_links"  # every member's link state and import log
+    READ_MAIL = "read_mail"  # 送受信メール: every member reads all imported mail of the account
+    SEND_MAIL = "send_mail"  # reply from the portal through one's own linked mailbox
+    USE_TEMPLATES = "use_templates"  # create own templates and use any template
+    EDIT_SHARED_TEMPLATES = "edit_shared_templates"  # shared templates and other members' templates
+    ENROLL_CUSTOMERS = "enroll_customers"  # put a customer into (or take out of) a sales automation
+    EDIT_SEQUENCES = "edit_sequences"  # create, change and delete sales automations
 
 
 _ALL = {Role.OWNER, Role.ADMIN, Role.MANAGER, Role.USER}
@@ -36,6 +42,12 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.MANAGE_ACCOUNT: frozenset(_ADMINS_UP),
     Action.VIEW_AUDIT_LOG: frozenset(_ADMINS_UP),
     Action.VIEW_ALL_LINKS: frozenset(_ADMINS_UP),
+    Action.READ_MAIL: frozenset(_ALL),
+    Action.SEND_MAIL: frozenset(_ALL),
+    Action.USE_TEMPLATES: frozenset(_ALL),
+    Action.EDIT_SHARED_TEMPLATES: frozenset(_MANAGERS_UP),
+    Action.ENROLL_CUSTOMERS: frozenset(_ALL),
+    Action.EDIT_SEQUENCES: frozenset(_MANAGERS_UP),
 }
 
 ROLE_LABELS = {Role.OWNER: "オーナー", Role.ADMIN: "管理者", Role.MANAGER: "マネージャー", Role.USER: "ユーザー"}

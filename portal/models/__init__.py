@@ -4,13 +4,15 @@ from portal.models.account import (Account, AccountStatus, LoginSession, Members
 from portal.models.audit import AuditLog
 from portal.models.base import Base, utcnow
 from portal.models.customer import Customer
-from portal.models.mail import (Direction, ImportLogEntry, MailAttachment, MailCustomer, MailMessage, MailSource,
-                                MailThread)
+from portal.models.mail import (Direction, ImportLogEntry, MailAttachment, MailCustomer, MailDraft, MailMessage,
+                                MailSource, MailTemplate, MailThread, TrackedLink, TrackingEvent, TrackingKind)
 from portal.models.features import EMAIL_FEATURE, BillingEvent, FeatureContract
 from portal.models.mailbox import (FolderRole, LinkState, MailboxFolder, MailboxLink, MailboxPreset, Security,
                                    UnlinkReason)
+from portal.models.sales import Enrollment, EnrollmentState, Sequence, SequenceStep, StopReason
 
-__all__ = ["Direction", "ImportLogEntry", "MailAttachment", "MailCustomer", "MailMessage", "MailSource", "MailThread",
+__all__ = ["Enrollment", "EnrollmentState", "MailDraft", "MailTemplate", "Sequence", "SequenceStep", "StopReason",
+           "TrackedLink", "TrackingEvent", "TrackingKind", "Direction", "ImportLogEntry", "MailAttachment", "MailCustomer", "MailMessage", "MailSource", "MailThread",
            "Account", "AccountStatus", "AuditLog", "Base", "BillingEvent", "Customer", "EMAIL_FEATURE",
            "FeatureContract", "FolderRole", "LinkState", "LoginSession", "MailboxFolder", "MailboxLink",
            "MailboxPreset", "Membership", "MembershipState", "Role", "Security", "UnlinkReason", "User", "utcnow"]

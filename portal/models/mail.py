@@ -7,6 +7,7 @@ from sqlalchemy import (BigInteger, Boolean, ForeignKey, Index, Integer, LargeBi
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.models.base import Base, string_enum, utcnow
+from portal.models.account import Membership
 from portal.models.mailbox import FolderRole
 
 
@@ -62,11 +63,16 @@ class MailMessage(Base):
     defects: Mapped[str] = mapped_column(Text, default="")
     auto_submitted: Mapped[bool] = mapped_column(Boolean, default=False)
     imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when the portal itself sent the message (a reply or an automation step): who sent it, tracked or not.
+    sent_by_membership_id: Mapped[int | None] = mapped_column(ForeignKey("memberships.id"))
+    tracked: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     thread: Mapped[MailThread | None] = relationship()
     sources: Mapped[list["MailSource"]] = relationship(back_populates="message")
     customer_links: Mapped[list["MailCustomer"]] = relationship(back_populates="message")
     attachments: Mapped[list["MailAttachment"]] = relationship(back_populates="message")
+    tracked_links: Mapped[list["TrackedLink"]] = relationship(back_populates="message",
+                                                              order_by="TrackedLink.position")
 
 
 class MailSource(Base):
@@ -90,9 +96,11 @@ class MailCustomer(Base):
     """A customer a message was matched to."""
 
     __tablename__ = "mail_customers"
+    # The customer timeline reads newest first per customer without touching other customers' rows.
+    __table_args__ = (Index("ix_mail_customers_customer_message", "customer_id", "message_id"),)
 
     message_id: Mapped[int] = mapped_column(ForeignKey("mail_messages.id"), primary_key=True)
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True, index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True)
 
     message: Mapped[MailMessage] = relationship(back_populates="customer_links")
 
@@ -130,3 +138,78 @@ class ImportLogEntry(Base):
     to_addresses: Mapped[str] = mapped_column(Text, default="")
     received_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MailTemplate(Base):
+    """メールテンプレート: a subject and body with placeholders; shared ones are edited by managers and above."""
+
+    __tablename__ = "mail_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    # None for a shared template; otherwise the member who owns (and may edit) it.
+    owner_membership_id: Mapped[int | None] = mapped_column(ForeignKey("memberships.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(255), default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    owner_membership: Mapped[Membership | None] = relationship()
+
+
+class MailDraft(Base):
+    """What a member typed in a reply that could not be sent yet, so nothing is lost."""
+
+    __tablename__ = "mail_drafts"
+    __table_args__ = (UniqueConstraint("membership_id", "reply_to_message_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    membership_id: Mapped[int] = mapped_column(ForeignKey("memberships.id"))
+    reply_to_message_id: Mapped[int] = mapped_column(ForeignKey("mail_messages.id"))
+    to_address: Mapped[str] = mapped_column(String(254), default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("mail_templates.id", ondelete="SET NULL"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TrackedLink(Base):
+    """A link of a portal-sent message, rewritten to /t/c/<token>; the destination is only ever read from here."""
+
+    __tablename__ = "tracked_links"
+    __table_args__ = (UniqueConstraint("message_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("mail_messages.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+
+    message: Mapped[MailMessage] = relationship(back_populates="tracked_links")
+
+
+class TrackingKind(str, enum.Enum):
+    """An open (the tracking image was fetched) or a click (a tracked link was followed)."""
+
+    OPEN = "open"
+    CLICK = "click"
+
+
+class TrackingEvent(Base):
+    """One open or click of a portal-sent message; machine fetchers are kept but labelled."""
+
+    __tablename__ = "tracking_events"
+    __table_args__ = (Index("ix_tracking_events_message", "message_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("mail_messages.id"))
+    kind: Mapped[TrackingKind] = mapped_column(string_enum(TrackingKind, "tracking_kind"))
+    link_id: Mapped[int | None] = mapped_column(ForeignKey("tracked_links.id"))
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    user_agent: Mapped[str] = mapped_column(String(500), default="")
+    # Set to a label (e.g. "Gmail画像プロキシ") when a known machine fetched it rather than a person.
+    machine: Mapped[str | None] = mapped_column(String(100))
+
+    link: Mapped[TrackedLink | None] = relationship()

@@ -1,0 +1,1 @@
+"""Open and click tracking of mail sent from the portal."""
