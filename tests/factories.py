@@ -7,8 +7,8 @@ from portal.features.services import set_feature
 from portal.mailbox.services import LinkRequest, link_mailbox
 from portal.mailsync.connection import ConnectionPolicy, ServerSettings
 from portal.mailsync.verify import FolderSnapshot
-from portal.models import (EMAIL_FEATURE, Account, Customer, FolderRole, MailboxLink, Membership, MembershipState,
-                           Role, Security, utcnow)
+from portal.models import (EMAIL_FEATURE, Account, Customer, Direction, FolderRole, MailAttachment, MailboxLink,
+                           MailCustomer, MailMessage, MailThread, Membership, MembershipState, Role, Security, utcnow)
 from portal.secretbox import SecretBox
 from portal.settings.services import create_account
 from portal.users.services import add_member
@@ -70,3 +70,25 @@ def make_link(membership: Membership, email: str | None = None, password: str = 
     request = LinkRequest(email=email or membership.user.email, imap=settings, smtp=smtp)
     return link_mailbox(db.session, membership, request, ConnectionPolicy(), SecretBox(TEST_KEY), utcnow(),
                         verifier=fake_verifier())
+
+
+def make_message(account: Account, customers: list[Customer] = (), *, member: Membership | None = None,
+                 direction: Direction = Direction.RECEIVED, subject: str = "お見積りの件", text: str | None = "本文です。",
+                 html: str | None = None, sender: str | None = None, to: str = "", received_at=None,
+                 thread: MailThread | None = None, attachments: list[MailAttachment] = ()) -> MailMessage:
+    """An imported message stored directly (web tests; the engine's own tests import real mail)."""
+    number = next(_serial)
+    when = received_at or utcnow()
+    if thread is None:
+        thread = MailThread(account_id=account.id, subject_key=subject, last_message_at=when)
+        db.session.add(thread)
+    message = MailMessage(
+        account_id=account.id, message_key=f"mid:test{number}@example.jp", message_id_header=f"test{number}@example.jp",
+        thread=thread, direction=direction, membership_id=member.id if member else None, subject=subject,
+        from_address=sender or (customers[0].email if customers and direction == Direction.RECEIVED else "staff@example.jp"),
+        to_addresses=to, received_at=when, sent_at=when, text_body=text, html_body=html)
+    message.customer_links.extend(MailCustomer(customer_id=customer.id) for customer in customers)
+    message.attachments.extend(attachments)
+    db.session.add(message)
+    db.session.commit()
+    return message

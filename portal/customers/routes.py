@@ -5,7 +5,8 @@ from flask_login import current_user
 from portal.customers import services
 from portal.customers.forms import CustomerForm
 from portal.extensions import db
-from portal.models import Customer
+from portal.mails import services as mail_services
+from portal.models import Customer, Direction
 from portal.policy import Action
 from portal.web import authorize, current_membership, get_scoped_or_404, member_required, permission_required
 
@@ -71,9 +72,14 @@ def create():
 @bp.get("/<int:customer_id>")
 @member_required
 def detail(customer_id: int):
-    """One customer's profile."""
+    """One customer's profile and mail timeline (threads, newest first)."""
     authorize(Action.VIEW_CUSTOMERS)
-    return render_template("customers/detail.html", customer=_load_visible(customer_id))
+    customer = _load_visible(customer_id)
+    threads = db.paginate(mail_services.timeline_threads(customer.account_id, customer.id),
+                          per_page=current_app.config["PER_PAGE"], error_out=False)
+    timeline = mail_services.timeline_messages(db.session, customer.account_id, customer.id, list(threads.items))
+    return render_template("customers/detail.html", customer=customer, threads=threads, timeline=timeline,
+                           viewer=current_membership(), may_open=services.may_open, Direction=Direction)
 
 
 @bp.route("/<int:customer_id>/edit", methods=["GET", "POST"])

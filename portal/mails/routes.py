@@ -1,13 +1,240 @@
-"""The 送受信メール list; empty until mailboxes are linked and mail is imported."""
-from flask import Blueprint, render_template
+"""送受信メール: the mail list, a thread, attachments, and replying in a thread."""
+from io import BytesIO
 
-from portal.web import member_required
+from flask import (Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, send_file,
+                   url_for)
+
+from wtforms.fields.choices import SelectChoice
+
+from portal.customers.services import may_open
+from portal.extensions import db
+from portal.mailbox.services import connection_policy, live_link, secret_box
+from portal.mails import sending, services
+from portal.mails.forms import MailFilterForm, ReplyForm
+from portal.mails.render import render_mail_html
+from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
+from portal.mailtemplates.services import templates_for
+from portal.models import Customer, Direction, LinkState, MailMessage, MailTemplate, utcnow
+from portal.policy import Action
+from portal.web import current_membership, get_scoped_or_404, permission_required
 
 bp = Blueprint("mails", __name__, url_prefix="/mails")
 
+NO_MAILBOX = "メールボックスが連携されていないため、返信できません。メールボックス連携を行ってください。"
+
 
 @bp.get("")
-@member_required
+@permission_required(Action.READ_MAIL)
 def index():
-    """Imported mail of the account (none can exist before mailbox linking)."""
-    return render_template("mails/index.html")
+    """Every imported message of the account, newest first, with filters."""
+    membership = current_membership()
+    form = MailFilterForm(request.args)
+    members = services.filter_members(db.session, membership.account_id)
+    form.member.choices = [SelectChoice("", "すべてのメンバー")] + [SelectChoice(str(m.id), m.user.name) for m in members]
+    valid = form.validate()
+    filters = _filters(form, valid)
+    customer = (db.session.get(Customer, filters.customer_id) if filters.customer_id else None)
+    if customer is not None and customer.account_id != membership.account_id:
+        abort(404)
+    page = db.paginate(services.mail_list(membership.account_id, filters),
+                       per_page=current_app.config["PER_PAGE"], error_out=False, count=True)
+    args = {key: value for key, value in request.args.items() if key != "page" and value}
+    response = render_template("mails/index.html", page=page, form=form, filter_customer=customer,
+                               filters=filters, page_args=args, viewer=membership, may_open=may_open,
+                               Direction=Direction)
+    return response, 200 if valid else 422
+
+
+def _filters(form: MailFilterForm, valid: bool) -> services.MailFilters:
+    """The list filters from the query string; invalid fields filter nothing."""
+    direction = form.direction.data if form.direction.data in ("received", "sent") else None
+    member = request.args.get("member", type=int)
+    return services.MailFilters(
+        customer_id=request.args.get("customer", type=int), membership_id=member,
+        direction=Direction(direction) if direction else None,
+        date_from=form.date_from.data if not form.date_from.errors else None,
+        date_to=form.date_to.data if valid or not form.date_to.errors else None,
+        text=(form.q.data or "") if not form.q.errors else "")
+
+
+@bp.get("/<int:message_id>")
+@permission_required(Action.READ_MAIL)
+def thread(message_id: int):
+    """The whole thread of a message; HTML bodies are sanitised and shown in sandboxed frames."""
+    message = get_scoped_or_404(MailMessage, message_id)
+    membership = current_membership()
+    show_images = request.args.get("images") == "1"
+    messages = services.thread_messages(db.session, message)
+    secret = current_app.config["SECRET_KEY"]
+    rendered, blocked = {}, 0
+    for item in messages:
+        if item.html_body:
+            by_cid = {a.content_id: a.id for a in item.attachments if a.content_id}
+            result = render_mail_html(
+                item.html_body, allow_remote_images=show_images,
+                inline_image_url=lambda cid, by_cid=by_cid: _inline_url(secret, membership.account_id, by_cid, cid))
+            rendered[item.id] = result.html
+            blocked += result.blocked_remote_images
+    summaries = _tracking_summaries([m.id for m in messages if m.tracked])
+    response = make_response(render_template(
+        "mails/thread.html", message=message, messages=messages, rendered=rendered, blocked_images=blocked,
+        show_images=show_images, summaries=summaries, viewer=membership, may_open=may_open, Direction=Direction))
+    remote = " https: http:" if show_images else ""
+    # The page's own policy; the sandboxed srcdoc frames inherit it on top of their own.
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; img-src 'self' data:{remote}; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _inline_url(secret: str, account_id: int, by_cid: dict, content_id: str) -> str | None:
+    """An absolute, signed address of an inline image (the sandboxed frame sends no session cookie)."""
+    attachment_id = by_cid.get(content_id)
+    if attachment_id is None:
+        return None
+    return url_for("mails.inline_image", attachment_id=attachment_id, _external=True,
+                   sig=services.inline_image_token(secret, account_id, attachment_id))
+
+
+def _tracking_summaries(message_ids: list[int]) -> dict:
+    """Open and click figures of the portal-sent messages shown."""
+    if not message_ids:
+        return {}
+    from portal.tracking.services import tracking_summaries
+    return tracking_summaries(db.session, message_ids)
+
+
+@bp.get("/attachments/<int:attachment_id>")
+@permission_required(Action.READ_MAIL)
+def attachment(attachment_id: int):
+    """Download an attachment of one of the account's messages."""
+    found = services.account_attachment(db.session, current_membership().account_id, attachment_id)
+    if found is None:
+        abort(404)
+    return _file_response(found, as_attachment=True)
+
+
+@bp.get("/attachments/<int:attachment_id>/inline")
+def inline_image(attachment_id: int):
+    """An inline (cid:) image for a mail frame: the signature names the account and the file."""
+    claim = services.read_inline_image_token(current_app.config["SECRET_KEY"], request.args.get("sig", ""))
+    if claim is None or claim[1] != attachment_id:
+        abort(404)
+    found = services.account_attachment(db.session, claim[0], attachment_id)
+    if found is None or found.content_type.lower() not in services.INLINE_IMAGE_TYPES:
+        abort(404)
+    return _file_response(found, as_attachment=False)
+
+
+def _file_response(found, as_attachment: bool):
+    """Send stored bytes so a browser never runs them as a page of the portal."""
+    response = send_file(BytesIO(found.content), mimetype=found.content_type or "application/octet-stream",
+                         as_attachment=as_attachment, download_name=found.filename or "attachment",
+                         max_age=0)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.route("/<int:message_id>/reply", methods=["GET", "POST"])
+@permission_required(Action.SEND_MAIL)
+def reply(message_id: int):
+    """返信: compose an answer in the thread and send it through the member's own mail server."""
+    original = get_scoped_or_404(MailMessage, message_id)
+    membership = current_membership()
+    link = live_link(db.session, membership.id)
+    can_send = link is not None and link.state != LinkState.REAUTH
+    templates = templates_for(db.session, membership.account_id)
+    form = ReplyForm()
+    form.template_id.choices = [SelectChoice("", "テンプレートを選択")] + [SelectChoice(str(t.id), t.name)
+                                                                     for t in templates]
+    draft = None
+    if request.method == "GET":
+        draft = sending.find_draft(db.session, membership, original)
+        _prefill(form, original, draft)
+    status, error = 200, None
+    if request.method == "POST":
+        if form.action.data == "insert_template":
+            _insert_template(form, original, membership)
+        elif not can_send:
+            status, error = 409, NO_MAILBOX
+        elif form.validate():
+            outgoing = sending.Outgoing(to=form.to.data, subject=form.subject.data, body=form.body.data,
+                                        reply_to=original, template_id=_template_id(form))
+            try:
+                result = sending.send_mail(db.session, membership, outgoing, _send_environment())
+            except sending.InvalidHeader as problem:
+                getattr(form, problem.field_name, form.subject).errors.append(problem.message)
+                status = 422
+            except sending.NoMailbox:
+                status, error = 409, NO_MAILBOX
+            except sending.SendFailed as failure:
+                sending.save_draft(db.session, membership, original, outgoing, failure.message)
+                status, error = 502, failure.message + " 入力内容は下書きとして保存しました。"
+            else:
+                flash("返信を送信しました。", "success")
+                for warning in result.warnings:
+                    flash(warning, "warning")
+                return redirect(url_for("mails.thread", message_id=result.message.id,
+                                        _anchor=f"message-{result.message.id}"))
+        else:
+            status = 422
+    return render_template("mails/reply.html", form=form, original=original, link=link, can_send=can_send,
+                           draft=draft, error=error, templates=templates), status
+
+
+def _prefill(form: ReplyForm, original: MailMessage, draft) -> None:
+    """A new reply: To the customer, 「Re: 件名」, the quoted original; or the unsent draft."""
+    if draft is not None:
+        form.to.data, form.subject.data, form.body.data = draft.to_address, draft.subject, draft.body
+        form.template_id.data = str(draft.template_id or "")
+        return
+    form.to.data = sending.reply_recipient(original)
+    form.subject.data = sending.reply_subject(original.subject)
+    when = original.sent_at or original.received_at
+    form.body.data = sending.quote(original, _jst(when) + " に")
+
+
+def _jst(value) -> str:
+    """A time as the screens show it."""
+    return current_app.jinja_env.filters["jst"](value)
+
+
+def _template_id(form: ReplyForm) -> int | None:
+    """The chosen template's id, if any."""
+    return int(form.template_id.data) if (form.template_id.data or "").isdigit() else None
+
+
+def _insert_template(form: ReplyForm, original: MailMessage, membership) -> None:
+    """Put the chosen template (placeholders filled) above what is already written; the subject too, if it has one."""
+    template_id = _template_id(form)
+    template = get_scoped_or_404(MailTemplate, template_id) if template_id else None
+    if template is None:
+        form.template_id.errors = ["テンプレートを選んでください。"]
+        return
+    customer = _reply_customer(original, form.to.data or "")
+    values = PlaceholderValues(customer_name=customer.name if customer else "",
+                               company=customer.company if customer else "", member_name=membership.user.name)
+    if template.subject.strip():
+        form.subject.data = fill_placeholders(template.subject, values)
+    form.body.data = fill_placeholders(template.body, values) + (form.body.data or "")
+    flash(f"テンプレート「{template.name}」を挿入しました。", "info")
+
+
+def _reply_customer(original: MailMessage, to: str) -> Customer | None:
+    """The customer the reply goes to: the one with the To address, else the original's first live customer."""
+    customers = [link.customer for link in original.customer_links if link.customer.deleted_at is None]
+    for customer in customers:
+        if customer.email == to.strip().lower():
+            return customer
+    return customers[0] if customers else None
+
+
+def _send_environment() -> sending.SendEnvironment:
+    """Keys, connection rules and the portal's public address from the app settings."""
+    config = current_app.config
+    return sending.SendEnvironment(box=secret_box(config), policy=connection_policy(config),
+                                   public_base_url=config["PUBLIC_BASE_URL"], secret_key=config["SECRET_KEY"],
+                                   now=utcnow)

@@ -4,10 +4,11 @@ from datetime import datetime
 
 from sqlalchemy import (BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text,
                         UniqueConstraint)
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, query_expression, relationship
 
 from portal.models.base import Base, string_enum, utcnow
 from portal.models.account import Membership
+from portal.models.customer import Customer
 from portal.models.mailbox import FolderRole
 
 
@@ -68,6 +69,9 @@ class MailMessage(Base):
     tracked: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     thread: Mapped[MailThread | None] = relationship()
+    membership: Mapped[Membership | None] = relationship(foreign_keys=[membership_id])
+    # The first characters of the body, loaded only where a list asks for it (with_expression).
+    snippet: Mapped[str | None] = query_expression()
     sources: Mapped[list["MailSource"]] = relationship(back_populates="message")
     customer_links: Mapped[list["MailCustomer"]] = relationship(back_populates="message")
     attachments: Mapped[list["MailAttachment"]] = relationship(back_populates="message")
@@ -103,6 +107,7 @@ class MailCustomer(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True)
 
     message: Mapped[MailMessage] = relationship(back_populates="customer_links")
+    customer: Mapped[Customer] = relationship()
 
 
 class MailAttachment(Base):

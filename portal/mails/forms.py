@@ -1,0 +1,58 @@
+"""Forms of the mail screens: the list's filters and the reply composer."""
+from flask_wtf import FlaskForm
+from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import Optional, ValidationError
+
+from portal.forms import email_address, max_length, required, strip
+from portal.mails.sending import InvalidHeader, check_header_text
+
+
+def no_line_breaks(form, field):
+    """Refuse raw or encoded line breaks, which could smuggle extra headers into the mail."""
+    try:
+        check_header_text(field.name, field.data or "")
+    except InvalidHeader as error:
+        raise ValidationError(error.message) from error
+
+
+class JapaneseDateField(DateField):
+    """A date field whose unreadable input gets a Japanese error."""
+
+    def process_formdata(self, valuelist):
+        """Parse YYYY-MM-DD; anything else is the member's mistake, said in Japanese."""
+        try:
+            super().process_formdata(valuelist)
+        except ValueError as error:
+            raise ValueError("日付は YYYY-MM-DD の形式で入力してください。") from error
+
+
+class MailFilterForm(FlaskForm):
+    """送受信メール一覧の絞り込み (GET, so no CSRF token)."""
+
+    class Meta:
+        csrf = False
+
+    member = SelectField("メンバー", coerce=str, validators=[Optional()], validate_choice=False)
+    direction = SelectField("種別", choices=[SelectChoice("", "すべて"), SelectChoice("received", "受信"),
+                                     SelectChoice("sent", "送信")],
+                            validators=[Optional()], validate_choice=False)
+    date_from = JapaneseDateField("期間（開始）", validators=[Optional()])
+    date_to = JapaneseDateField("期間（終了）", validators=[Optional()])
+    q = StringField("キーワード（件名・本文）", filters=[strip], validators=[Optional(), max_length(200)])
+
+    def validate_date_to(self, field):
+        """The end of the range cannot come before its start."""
+        if field.data and self.date_from.data and field.data < self.date_from.data:
+            raise ValidationError("終了日は開始日以降の日付を入力してください。")
+
+
+class ReplyForm(FlaskForm):
+    """返信: one recipient, a subject, a body, and the template to insert."""
+
+    to = StringField("宛先", filters=[strip], validators=[required(), max_length(254), no_line_breaks,
+                                                          email_address()])
+    subject = StringField("件名", filters=[strip], validators=[required(), max_length(255), no_line_breaks])
+    body = TextAreaField("本文", validators=[required(), max_length(100_000)])
+    template_id = SelectField("テンプレート", coerce=str, validators=[Optional()], validate_choice=False)
+    action = HiddenField(default="send")

@@ -1,0 +1,333 @@
+"""Sending mail from a member's linked mailbox: build it safely, track it, send over SMTP, keep it in the thread and Sent."""
+import html
+import re
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import format_datetime, make_msgid
+from typing import Callable
+
+from imapclient import IMAPClient
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from portal.auth.services import normalise_email
+from portal.mailbox.services import link_passwords, live_link
+from portal.mailsync.connection import ConnectionPolicy, MailboxError, ServerSettings, close_quietly, open_imap, open_smtp
+from portal.mailsync.parse import decode_header_value
+from portal.models import (Customer, Direction, FolderRole, LinkState, MailboxLink, MailCustomer, MailDraft,
+                           MailMessage, MailThread, Membership, TrackedLink)
+from portal.mailsync.parse import normalise_subject
+from portal.secretbox import SecretBox
+from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, open_token
+
+URL_PATTERN = re.compile(r"https?://[^\s<>\"'（）「」、。]+", re.IGNORECASE)
+# Raw and encoded line breaks: any of them in a header could start a new header (header injection).
+_HEADER_BREAKS = re.compile(r"[\r\n\v\f\x85\u2028\u2029]|%0[ad]|=0[ad]|\\[rn]", re.IGNORECASE)
+MAX_REFERENCES = 20
+
+
+class NoMailbox(Exception):
+    """The member has no linked mailbox to send from."""
+
+
+class InvalidHeader(Exception):
+    """A header field holds a line break (raw or encoded) or an unusable address."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field_name = field_name
+        self.message = message
+
+
+class SendFailed(Exception):
+    """The SMTP server did not take the message; the message is in the member's words."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What to send: one recipient, a subject, a plain-text body, and the message it answers (if any)."""
+
+    to: str
+    subject: str
+    body: str
+    reply_to: MailMessage | None = None
+    thread: MailThread | None = None
+    template_id: int | None = None
+
+
+@dataclass(frozen=True)
+class SendEnvironment:
+    """Everything sending needs from outside: keys, policy, the portal's public address, a clock, connectors."""
+
+    box: SecretBox
+    policy: ConnectionPolicy
+    public_base_url: str
+    secret_key: str
+    now: Callable[[], datetime]
+    open_smtp: Callable[[ServerSettings, ConnectionPolicy], smtplib.SMTP] = open_smtp
+    open_imap: Callable[[ServerSettings, ConnectionPolicy], IMAPClient] = open_imap
+
+
+@dataclass
+class SendResult:
+    """The stored message and whether the copy in Sent could be made (or was already made by the server)."""
+
+    message: MailMessage
+    sent_copy_saved: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_header_text(field_name: str, value: str) -> str:
+    """Refuse raw or encoded line breaks in a header value; returns the value."""
+    if _HEADER_BREAKS.search(value or "") or _HEADER_BREAKS.search(decode_header_value(value or "")):
+        raise InvalidHeader(field_name, "改行を含めることはできません。")
+    return value
+
+
+def recipient_address(value: str) -> Address:
+    """One recipient as an email Address object (never a concatenated string)."""
+    check_header_text("to", value)
+    try:
+        address = Address(addr_spec=normalise_email(value))
+    except (ValueError, IndexError, TypeError) as error:
+        raise InvalidHeader("to", "宛先のメールアドレスが正しくありません。") from error
+    if not address.username or not address.domain or "," in value or ";" in value:
+        raise InvalidHeader("to", "宛先は1件のメールアドレスを入力してください。")
+    return address
+
+
+def reply_subject(subject: str) -> str:
+    """「Re: 件名」 without piling up Re: prefixes."""
+    base = normalise_subject(subject or "")
+    return f"Re: {base}" if base else "Re:"
+
+
+def quote(message: MailMessage, when_text: str) -> str:
+    """The original message as quoted text under the reply."""
+    sender = f"{message.from_name} <{message.from_address}>" if message.from_name else message.from_address
+    lines = (message.text_body or _text_from_html(message.html_body or "")).strip().splitlines()
+    return f"\n\n{when_text} {sender}:\n" + "\n".join("> " + line for line in lines)
+
+
+def _text_from_html(markup: str) -> str:
+    """A rough plain-text version of an HTML body, for quoting."""
+    from bs4 import BeautifulSoup
+    return BeautifulSoup(markup, "html.parser").get_text("\n")
+
+
+def reply_recipient(message: MailMessage) -> str:
+    """Whom a reply goes to: the sender of received mail, the first recipient of sent mail."""
+    if message.direction == Direction.RECEIVED:
+        return message.from_address
+    first = (message.to_addresses or "").split(",")[0]
+    match = re.search(r"<([^>]+)>", first)
+    return (match.group(1) if match else first).strip()
+
+
+def sending_link(session: Session, member: Membership) -> MailboxLink:
+    """The member's linked mailbox that can send now, or NoMailbox."""
+    link = live_link(session, member.id)
+    if link is None or link.state == LinkState.REAUTH:
+        raise NoMailbox()
+    return link
+
+
+def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: SendEnvironment) -> SendResult:
+    """Send through the member's SMTP server, store it in the thread, copy it to Sent; the caller's draft is kept on failure."""
+    link = sending_link(session, member)
+    to = recipient_address(outgoing.to)
+    subject = check_header_text("subject", (outgoing.subject or "").strip())
+    sent_at = env.now()
+    message_id = make_msgid(domain=link.email.rsplit("@", 1)[-1]).strip("<>")
+    message = _store_sent(session, member, link, outgoing, to, subject, message_id, sent_at)
+    session.flush()  # ids for the tracking tokens
+    tracked_html = _tracked_html(session, message, outgoing.body, env)
+    mime = _mime(member, link, to, subject, message_id, outgoing, sent_at, tracked_html)
+    raw = mime.as_bytes(policy=SMTP_POLICY)
+    message.raw, message.size_bytes = raw, len(raw)
+    try:
+        _smtp_send(link, mime, to, env)
+    except SendFailed:
+        session.rollback()
+        raise
+    if outgoing.reply_to is not None:
+        session.execute(delete(MailDraft).where(MailDraft.membership_id == member.id,
+                                                MailDraft.reply_to_message_id == outgoing.reply_to.id))
+    session.commit()
+    result = SendResult(message)
+    try:
+        _copy_to_sent(link, raw, message_id, sent_at, env)
+    except MailboxError as error:
+        result.sent_copy_saved = False
+        result.warnings.append("送信は完了しましたが、送信済みフォルダへの保存に失敗しました。" + error.message)
+    return result
+
+
+def save_draft(session: Session, member: Membership, reply_to: MailMessage, outgoing: Outgoing,
+               error: str | None) -> MailDraft:
+    """Keep what the member typed (one draft per member and message) so a failed send loses nothing."""
+    draft = session.scalar(select(MailDraft).where(MailDraft.membership_id == member.id,
+                                                   MailDraft.reply_to_message_id == reply_to.id))
+    if draft is None:
+        draft = MailDraft(account_id=member.account_id, membership_id=member.id, reply_to_message_id=reply_to.id)
+        session.add(draft)
+    draft.to_address, draft.subject, draft.body = outgoing.to[:254], outgoing.subject, outgoing.body
+    draft.template_id, draft.last_error = outgoing.template_id, error
+    session.commit()
+    return draft
+
+
+def find_draft(session: Session, member: Membership, reply_to: MailMessage) -> MailDraft | None:
+    """The member's unsent draft for this message, if any."""
+    return session.scalar(select(MailDraft).where(MailDraft.membership_id == member.id,
+                                                  MailDraft.reply_to_message_id == reply_to.id))
+
+
+def _store_sent(session: Session, member: Membership, link: MailboxLink, outgoing: Outgoing, to: Address,
+                subject: str, message_id: str, sent_at: datetime) -> MailMessage:
+    """The message as the thread shows it (without tracking), keyed like the importer will key the Sent copy."""
+    thread = outgoing.thread or (outgoing.reply_to.thread if outgoing.reply_to is not None else None)
+    if thread is None:
+        thread = MailThread(account_id=member.account_id, subject_key=normalise_subject(subject)[:300],
+                            last_message_at=sent_at)
+        session.add(thread)
+    thread.last_message_at = max(thread.last_message_at, sent_at)
+    message = MailMessage(
+        account_id=member.account_id, message_key="mid:" + message_id[:240], message_id_header=message_id,
+        in_reply_to=outgoing.reply_to.message_id_header if outgoing.reply_to is not None else None,
+        references=" ".join(_references(outgoing.reply_to)), thread=thread, direction=Direction.SENT,
+        membership_id=member.id, sent_by_membership_id=member.id, subject=subject, from_address=link.email,
+        from_name=member.user.name, to_addresses=to.addr_spec, sent_at=sent_at, received_at=sent_at,
+        text_body=outgoing.body, html_body=None, tracked=True)
+    session.add(message)
+    customers = session.scalars(select(Customer.id).where(
+        Customer.account_id == member.account_id, Customer.email == to.addr_spec, Customer.deleted_at.is_(None)))
+    message.customer_links.extend(MailCustomer(customer_id=customer_id) for customer_id in customers)
+    return message
+
+
+def _references(reply_to: MailMessage | None) -> list[str]:
+    """The answered message's References plus its own Message-ID, newest last, bounded."""
+    if reply_to is None:
+        return []
+    ids = (reply_to.references or "").split()
+    if reply_to.message_id_header:
+        ids.append(reply_to.message_id_header)
+    return ids[-MAX_REFERENCES:]
+
+
+def _tracked_html(session: Session, message: MailMessage, body: str, env: SendEnvironment) -> str:
+    """The HTML part: the member's text with its links rewritten to click tokens and a 1x1 open image."""
+    parts = []
+    position = 0
+    for line in body.splitlines():
+        if line.lstrip().startswith(">"):  # quoted text: not the member's links to track
+            parts.append(html.escape(line))
+            continue
+        pieces, last = [], 0
+        for match in URL_PATTERN.finditer(line):
+            url = match.group(0)
+            pieces.append(html.escape(line[last:match.start()]))
+            if OPEN_PATH in url or CLICK_PATH in url:
+                pieces.append(html.escape(url))
+            else:
+                link = TrackedLink(message_id=message.id, position=position, url=url)
+                session.add(link)
+                session.flush()
+                position += 1
+                target = f"{env.public_base_url}{CLICK_PATH}{click_token(env.secret_key, message.id, link.id)}"
+                pieces.append(f'<a href="{html.escape(target)}">{html.escape(url)}</a>')
+            last = match.end()
+        pieces.append(html.escape(line[last:]))
+        parts.append("".join(pieces))
+    pixel = f"{env.public_base_url}{OPEN_PATH}{open_token(env.secret_key, message.id)}"
+    return ('<!doctype html><html><head><meta charset="utf-8"></head><body>'
+            f'<div style="font-family:sans-serif;white-space:normal">{"<br>".join(parts)}</div>'
+            f'<img src="{html.escape(pixel)}" width="1" height="1" alt="" style="display:block;border:0">'
+            '</body></html>')
+
+
+def _mime(member: Membership, link: MailboxLink, to: Address, subject: str, message_id: str,
+          outgoing: Outgoing, sent_at: datetime, tracked_html: str) -> EmailMessage:
+    """The MIME message: plain text with an HTML alternative, headers from Address objects only."""
+    mime = EmailMessage()
+    mime["From"] = Address(display_name=member.user.name, addr_spec=link.email)
+    mime["To"] = to
+    mime["Subject"] = subject
+    mime["Date"] = format_datetime(sent_at)
+    mime["Message-ID"] = f"<{message_id}>"
+    if outgoing.reply_to is not None and outgoing.reply_to.message_id_header:
+        mime["In-Reply-To"] = f"<{outgoing.reply_to.message_id_header}>"
+        mime["References"] = " ".join(f"<{item}>" for item in _references(outgoing.reply_to))
+    mime.set_content(outgoing.body)
+    mime.add_alternative(tracked_html, subtype="html")
+    return mime
+
+
+def _settings(link: MailboxLink, box: SecretBox, protocol: str) -> ServerSettings:
+    """The link's server settings with its decrypted password."""
+    imap_password, smtp_password = link_passwords(link, box)
+    if protocol == "smtp":
+        return ServerSettings(link.smtp_host, link.smtp_port, link.smtp_security, link.smtp_username, smtp_password)
+    return ServerSettings(link.imap_host, link.imap_port, link.imap_security, link.imap_username, imap_password)
+
+
+def _smtp_send(link: MailboxLink, mime: EmailMessage, to: Address, env: SendEnvironment) -> None:
+    """Hand the message to the company's SMTP server; every refusal becomes SendFailed in Japanese."""
+    try:
+        smtp = env.open_smtp(_settings(link, env.box, "smtp"), env.policy)
+    except MailboxError as error:
+        raise SendFailed(error.message) from error
+    try:
+        smtp.send_message(mime, from_addr=link.email, to_addrs=[to.addr_spec])
+    except smtplib.SMTPRecipientsRefused as error:
+        raise SendFailed(f"宛先 {to.addr_spec} はメールサーバーに受け付けられませんでした。"
+                         f"アドレスを確認してください。{_reply_text(error.recipients)}") from error
+    except smtplib.SMTPSenderRefused as error:
+        raise SendFailed(f"送信元 {link.email} はメールサーバーに受け付けられませんでした"
+                         f"（{error.smtp_code}）。") from error
+    except smtplib.SMTPDataError as error:
+        raise SendFailed(f"メールサーバーが本文を受け付けませんでした（{error.smtp_code}）。") from error
+    except (socket.timeout, TimeoutError) as error:
+        raise SendFailed("メールサーバーから応答がありません（タイムアウト）。時間をおいて再度送信してください。") from error
+    except (smtplib.SMTPException, OSError, ssl.SSLError) as error:
+        raise SendFailed("メールサーバーとの通信中にエラーが発生したため、送信できませんでした。") from error
+    finally:
+        close_quietly(smtp)
+
+
+def _reply_text(recipients: dict) -> str:
+    """The server's own words for a refused recipient, as a hint."""
+    for code, text in recipients.values():
+        reason = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        return f"（{code} {reason}）"
+    return ""
+
+
+def _copy_to_sent(link: MailboxLink, raw: bytes, message_id: str, sent_at: datetime, env: SendEnvironment) -> None:
+    """Append to the Sent folder unless the server already filed a copy (Gmail, Exchange do)."""
+    sent = next((folder for folder in link.folders if folder.role == FolderRole.SENT), None)
+    if sent is None:
+        return
+    try:
+        client = env.open_imap(_settings(link, env.box, "imap"), env.policy)
+    except MailboxError:
+        raise
+    try:
+        client.select_folder(sent.name)
+        if not client.search(["HEADER", "Message-ID", message_id]):
+            client.append(sent.name, raw, flags=[b"\\Seen"], msg_time=sent_at)
+    except (IMAPClient.Error, OSError) as error:
+        raise MailboxError("sent_copy", "IMAPサーバーでエラーが発生しました。") from error
+    finally:
+        close_quietly(client)
