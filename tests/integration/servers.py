@@ -582,6 +582,7 @@ class SmtpServer:
         self.auth_required = auth_required
         self.users: dict[str, str] = dict(users or {})
         self.messages: list[ReceivedMessage] = []
+        self.rejected_recipients: set[str] = set()  # RCPT TO these gets 550, like an unknown mailbox
         self.cert_file = pki.untrusted_cert_file if use_untrusted_cert else pki.cert_file
         self.key_file = pki.untrusted_key_file if use_untrusted_cert else pki.key_file
         self.ca_file = pki.untrusted_cert_file if use_untrusted_cert else pki.ca_file
@@ -660,6 +661,14 @@ class _Recorder:
             return "530 5.7.0 Authentication required"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        """Accept a recipient unless the test marked it as unknown."""
+        if address.lower() in self.server.rejected_recipients:
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
