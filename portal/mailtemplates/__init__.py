@@ -1,0 +1,1 @@
+"""メールテンプレート: shared and personal mail templates with placeholders."""

@@ -1,0 +1,35 @@
+"""Placeholders such as {{顧客名}} in a template's subject and body: finding unknown ones and filling them."""
+import re
+from dataclasses import dataclass
+
+PLACEHOLDERS: dict[str, str] = {
+    "顧客名": "お客様のお名前",
+    "会社名": "お客様の会社名",
+    "担当者名": "送信するメンバーの名前",
+}
+
+# Spaces (half- or full-width) may pad the name. Braces stay on one line so that a stray "{{" does not
+# swallow the text up to a "}}" several lines further down.
+_PATTERN = re.compile(r"\{\{[ \t\u3000]*([^{}\n]*?)[ \t\u3000]*\}\}")
+
+
+@dataclass(frozen=True)
+class PlaceholderValues:
+    """What each placeholder becomes in one sent mail."""
+
+    customer_name: str
+    company: str
+    member_name: str
+
+
+def unknown_placeholders(text: str) -> list[str]:
+    """Names used in the text that are not placeholders, in order of appearance, each once."""
+    unknown = [name for name in _PATTERN.findall(text or "") if name not in PLACEHOLDERS]
+    return list(dict.fromkeys(unknown))
+
+
+def fill_placeholders(text: str, values: PlaceholderValues) -> str:
+    """The text with every known placeholder replaced; anything else is left as written."""
+    by_name = {"顧客名": values.customer_name, "会社名": values.company, "担当者名": values.member_name}
+    return _PATTERN.sub(lambda match: by_name.get(match.group(1), match.group(0)), text or "")
+
