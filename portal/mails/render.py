@@ -295,3 +295,16 @@ def _origin(url: str) -> str | None:
         return None
     host = f"[{host}]" if ":" in host else host
     return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port is not None else "")
+
+
+_BLOCK_BREAK = re.compile(r"<(?:br|p|div|tr|li|h[1-6]|blockquote|table)\b", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def estimated_frame_height(document: str, *, line_px: int = 22, chars_per_line: int = 70,
+                           minimum: int = 140, maximum: int = 640) -> int:
+    """A frame height that fits a short mail without a big empty box (the sandbox forbids measuring it)."""
+    body = document.split("<body>", 1)[-1]
+    text_lines = len(_TAG.sub("", body)) // chars_per_line
+    lines = len(_BLOCK_BREAK.findall(body)) + text_lines + len(re.findall(r"<img\b", body, re.IGNORECASE)) * 6
+    return max(minimum, min(maximum, 48 + lines * line_px))

@@ -11,7 +11,7 @@ from portal.extensions import db
 from portal.mailbox.services import connection_policy, live_link, secret_box
 from portal.mails import sending, services
 from portal.mails.forms import MailFilterForm, ReplyForm
-from portal.mails.render import render_mail_html
+from portal.mails.render import estimated_frame_height, render_mail_html
 from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
 from portal.mailtemplates.services import templates_for
 from portal.models import Customer, Direction, LinkState, MailMessage, MailTemplate, utcnow
@@ -73,7 +73,7 @@ def thread(message_id: int):
             result = render_mail_html(
                 item.html_body, allow_remote_images=show_images,
                 inline_image_url=lambda cid, by_cid=by_cid: _inline_url(secret, membership.account_id, by_cid, cid))
-            rendered[item.id] = result.html
+            rendered[item.id] = (result.html, estimated_frame_height(result.html))
             blocked += result.blocked_remote_images
     summaries = _tracking_summaries([m.id for m in messages if m.tracked])
     response = make_response(render_template(
@@ -208,7 +208,7 @@ def _template_id(form: ReplyForm) -> int | None:
 
 
 def _insert_template(form: ReplyForm, original: MailMessage, membership) -> None:
-    """Put the chosen template (placeholders filled) above what is already written; the subject too, if it has one."""
+    """Put the chosen template's body (placeholders filled) above what is already written."""
     template_id = _template_id(form)
     template = get_scoped_or_404(MailTemplate, template_id) if template_id else None
     if template is None:
@@ -217,8 +217,7 @@ def _insert_template(form: ReplyForm, original: MailMessage, membership) -> None
     customer = _reply_customer(original, form.to.data or "")
     values = PlaceholderValues(customer_name=customer.name if customer else "",
                                company=customer.company if customer else "", member_name=membership.user.name)
-    if template.subject.strip():
-        form.subject.data = fill_placeholders(template.subject, values)
+    # The reply keeps its 「Re: 件名」 so the thread stays recognisable; a template's subject is for new mail.
     form.body.data = fill_placeholders(template.body, values) + (form.body.data or "")
     flash(f"テンプレート「{template.name}」を挿入しました。", "info")
 

@@ -10,8 +10,14 @@ from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium tries to reach the internet on its own.
+# Chromium puts a sandbox="" frame (an opaque origin) in a process of its own (IsolateSandboxedIframes), and
+# Playwright neither reports nor routes that process's requests: the mail frames' fetches would go unseen, and
+# really leave the machine. Without site isolation the frame stays in the page's process; its sandbox and CSP
+# are enforced just the same. (Not --disable-features=IsolateSandboxedIframes: a second --disable-features
+# replaces Playwright's own list.) The resolver rule makes sure no host but the portal's is ever looked up.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-site-isolation-trials", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
 
 
 @pytest.fixture
