@@ -4,7 +4,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, joinedload, load_only, selectinload, with_expression
 
 from portal.customers.services import escape_like
@@ -52,12 +52,23 @@ def _row_options(stmt: Select) -> Select:
         selectinload(MailMessage.membership).joinedload(Membership.user).load_only(User.id, User.name))
 
 
+def _customer_messages(account_id: int, customer_id: int) -> Select:
+    """The customer's messages, reached through the customer and scoped by the customer's account.
+
+    Starting from the customer keeps SQLite's planner off the account-wide received_at index, which in a
+    one-account database would walk every message (a benchmark showed 300 ms at 100,000 messages).
+    """
+    return (select(MailMessage).join(MailCustomer, MailCustomer.message_id == MailMessage.id)
+            .join(Customer, Customer.id == MailCustomer.customer_id)
+            .where(MailCustomer.customer_id == customer_id, Customer.account_id == account_id))
+
+
 def mail_list(account_id: int, filters: MailFilters) -> Select:
     """Every imported message of the account matching the filters, newest first."""
-    stmt = select(MailMessage).where(MailMessage.account_id == account_id)
     if filters.customer_id:
-        stmt = stmt.where(exists().where(MailCustomer.message_id == MailMessage.id,
-                                         MailCustomer.customer_id == filters.customer_id))
+        stmt = _customer_messages(account_id, filters.customer_id)
+    else:
+        stmt = select(MailMessage).where(MailMessage.account_id == account_id)
     if filters.membership_id:
         stmt = stmt.where(MailMessage.membership_id == filters.membership_id)
     if filters.direction:
@@ -84,8 +95,7 @@ def filter_members(session: Session, account_id: int) -> list[Membership]:
 def timeline_threads(account_id: int, customer_id: int) -> Select:
     """The customer's threads, most recently active first (one row per thread id)."""
     last = func.max(MailMessage.received_at)
-    return (select(MailMessage.thread_id).join(MailCustomer, MailCustomer.message_id == MailMessage.id)
-            .where(MailCustomer.customer_id == customer_id, MailMessage.account_id == account_id)
+    return (_customer_messages(account_id, customer_id).with_only_columns(MailMessage.thread_id)
             .group_by(MailMessage.thread_id).order_by(last.desc(), MailMessage.thread_id.desc()))
 
 
@@ -96,9 +106,7 @@ def timeline_messages(session: Session, account_id: int, customer_id: int,
         return {}
     snippet = func.substr(func.coalesce(MailMessage.text_body, ""), 1, SNIPPET_CHARS)
     stmt = _row_options(
-        select(MailMessage).join(MailCustomer, MailCustomer.message_id == MailMessage.id)
-        .where(MailCustomer.customer_id == customer_id, MailMessage.account_id == account_id,
-               MailMessage.thread_id.in_(thread_ids))
+        _customer_messages(account_id, customer_id).where(MailMessage.thread_id.in_(thread_ids))
         .order_by(MailMessage.received_at.desc(), MailMessage.id.desc())).options(
         with_expression(MailMessage.snippet, snippet))
     grouped: dict[int, list[MailMessage]] = {thread_id: [] for thread_id in thread_ids}

@@ -37,6 +37,9 @@ class MailMessage(Base):
     __tablename__ = "mail_messages"
     __table_args__ = (UniqueConstraint("account_id", "message_key"),
                       Index("ix_mail_messages_account_received", "account_id", "received_at"),
+                      # Lets the list's 全N件 count under member/direction/date filters read the index only.
+                      Index("ix_mail_messages_account_received_filters", "account_id", "received_at", "membership_id",
+                            "direction"),
                       Index("ix_mail_messages_account_header_id", "account_id", "message_id_header"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
