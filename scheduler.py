@@ -3,17 +3,24 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
 from portal.auth.services import purge_expired_sessions
+from portal.automations.runner import run_due_steps
 from portal.extensions import db
 from portal.mailbox.syncing import run_sync
 from portal.models import utcnow
 
 PURGE_SESSIONS_JOB_ID = "purge-expired-login-sessions"
 SYNC_JOB_ID = "import-mail"
+AUTOMATION_JOB_ID = "send-automation-steps"
 
 
 def sync_job(app: Flask) -> int:
     """Import new mail for every due link; returns how many links were passed over."""
     return len(run_sync(app))
+
+
+def automation_job(app: Flask) -> int:
+    """Send every due sales automation step; returns how many mails went out."""
+    return run_due_steps(app)
 
 
 def purge_sessions_job(app: Flask) -> int:
@@ -29,4 +36,6 @@ def build_scheduler(app: Flask) -> BackgroundScheduler:
                       max_instances=1, coalesce=True, replace_existing=True)
     scheduler.add_job(sync_job, "interval", seconds=app.config["SYNC_INTERVAL_SECONDS"], args=[app],
                       id=SYNC_JOB_ID, max_instances=1, coalesce=True, replace_existing=True)
+    scheduler.add_job(automation_job, "interval", seconds=app.config["AUTOMATION_INTERVAL_SECONDS"], args=[app],
+                      id=AUTOMATION_JOB_ID, max_instances=1, coalesce=True, replace_existing=True)
     return scheduler

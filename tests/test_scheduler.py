@@ -39,3 +39,30 @@ def test_create_app_starts_no_background_threads(make_app):
     make_app()
     after = {thread.name for thread in threading.enumerate()}
     assert not any("APScheduler" in name for name in after - before)
+
+
+def test_automation_job_is_registered_and_sends_due_steps(make_app):
+    """The sales automation job runs every AUTOMATION_INTERVAL_SECONDS, once at a time, and does real work."""
+    from portal.automations import services
+    from portal.models import Enrollment, EnrollmentState, MailTemplate, StopReason
+    from tests.factories import enable_email, make_customer
+    app = make_app(AUTOMATION_INTERVAL_SECONDS=45)
+    job = scheduler.build_scheduler(app).get_job(scheduler.AUTOMATION_JOB_ID)
+    assert scheduler.AUTOMATION_JOB_ID == "send-automation-steps"
+    assert job.max_instances == 1 and job.coalesce is True and job.trigger.interval.total_seconds() == 45
+    with app.app_context():
+        account, owner = make_account()
+        enable_email(account, owner)
+        template = MailTemplate(account_id=account.id, name="t", subject="件名", body="本文")
+        db.session.add(template)
+        db.session.commit()
+        sequence = services.create_sequence(db.session, owner, services.SequenceData(
+            "s", True, [services.StepData(0, template.id)]))
+        customer = make_customer(account, assigned=owner)
+        enrollment_id = services.enroll_customer(db.session, owner, sequence, customer, utcnow()).id
+        customer.deleted_at = utcnow()
+        db.session.commit()
+    assert scheduler.automation_job(app) == 0
+    with app.app_context():
+        stopped = db.session.get(Enrollment, enrollment_id)
+        assert (stopped.state, stopped.stop_reason) == (EnrollmentState.STOPPED, StopReason.CUSTOMER_DELETED)

@@ -2,6 +2,7 @@
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from portal.automations import services as automation_services
 from portal.customers import services
 from portal.customers.forms import CustomerForm
 from portal.extensions import db
@@ -79,7 +80,9 @@ def detail(customer_id: int):
                           per_page=current_app.config["PER_PAGE"], error_out=False)
     timeline = mail_services.timeline_messages(db.session, customer.account_id, customer.id, list(threads.items))
     return render_template("customers/detail.html", customer=customer, threads=threads, timeline=timeline,
-                           viewer=current_membership(), may_open=services.may_open, Direction=Direction)
+                           viewer=current_membership(), may_open=services.may_open, Direction=Direction,
+                           enrollments=automation_services.customer_enrollments(db.session, customer.id),
+                           sequences=automation_services.sequences_of(db.session, customer.account_id))
 
 
 @bp.route("/<int:customer_id>/edit", methods=["GET", "POST"])

@@ -12,6 +12,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from portal.automations.services import stop_on_customer_reply
 from portal.mailsync.client import FetchedEnvelope, FolderInfo
 from portal.mailsync.connection import MailboxError
 from portal.mailsync.parse import ParsedMessage, decode_header_value, normalise_subject, parse_message
@@ -19,7 +20,7 @@ from portal.mailsync.rules import (AccountSnapshot, CustomerRef, Decision, Envel
                                    whole_seconds)
 from portal.models import (Customer, Direction, FolderRole, ImportLogEntry, LinkState, MailAttachment, MailboxFolder,
                            MailboxLink, MailCustomer, MailMessage, MailSource, MailThread, Membership,
-                           MembershipState, User)
+                           MembershipState, User, utcnow)
 
 THREAD_WINDOW = timedelta(days=30)
 
@@ -140,6 +141,7 @@ class _BatchWriter:
             MailSource.uidvalidity == folder.uidvalidity, MailSource.uid.in_(list(raws)))))
         self.threads_by_header: dict[str, MailThread] = {}
         self.threads_by_subject: dict[tuple[str, int], MailThread] = {}
+        self.created: list[MailMessage] = []  # new this batch: a customer's reply stops their automations
 
     def _key(self, parsed: ParsedMessage, raw: bytes) -> tuple[str, MailMessage | None]:
         """The message's key in the account and the stored message with that key, if any."""
@@ -194,6 +196,7 @@ class _BatchWriter:
             message = _new_message(self.link, self.folder, key, parsed, raw, internal_date, too_large)
             message.thread = thread
             self.session.add(message)
+            self.created.append(message)
             self.by_key[key] = message
             if parsed.message_id:
                 self.threads_by_header[parsed.message_id[:998]] = thread
@@ -269,6 +272,7 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         for uid, decision in batch.too_large.items():
             imported += writer.store(uid, raws[uid], decision, by_uid[uid].internal_date, True)
         _log_exclusions(session, link, folder, batch, by_uid)
+    stop_on_customer_reply(session, writer.created, utcnow())  # same transaction as the messages
     return imported
 
 

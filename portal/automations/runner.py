@@ -1,0 +1,146 @@
+"""Sending due automation steps: pick what is due, send it from the assigned member's mailbox, move on."""
+import logging
+from datetime import datetime, timedelta
+from typing import Mapping
+
+from flask import Flask
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from portal.automations.services import complete, stop_for_deleted_customers
+from portal.extensions import db
+from portal.mailbox.services import connection_policy, secret_box
+from portal.mails.sending import InvalidHeader, NoMailbox, Outgoing, SendEnvironment, SendFailed, send_mail
+from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
+from portal.models import (EMAIL_FEATURE, Account, AccountStatus, Enrollment, EnrollmentState, FeatureContract,
+                           MailMessage, Membership, MembershipState, utcnow)
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER = timedelta(hours=1)
+RETRY_NOTE = "1時間後に自動的に再送信します。"
+
+
+class _CannotSend(Exception):
+    """This step cannot go out now; the message says why in the member's words."""
+
+    def __init__(self, message: str):
+        """Keep the Japanese explanation."""
+        super().__init__(message)
+        self.message = message
+
+
+def send_environment(config: Mapping) -> SendEnvironment:
+    """Keys, connection policy, public address and clock for sending, from the app settings."""
+    return SendEnvironment(box=secret_box(config), policy=connection_policy(config),
+                           public_base_url=config["PUBLIC_BASE_URL"], secret_key=config["SECRET_KEY"], now=utcnow)
+
+
+def due_enrollment_ids(session: Session, now: datetime, limit: int = 200) -> list[int]:
+    """Running enrolments whose next step is due, in active accounts with メール on, oldest due first."""
+    return list(session.scalars(
+        select(Enrollment.id).join(Account, Account.id == Enrollment.account_id)
+        .join(FeatureContract, (FeatureContract.account_id == Account.id) & (FeatureContract.feature == EMAIL_FEATURE))
+        .where(Enrollment.state == EnrollmentState.ACTIVE, Enrollment.next_due_at <= now,
+               Account.status == AccountStatus.ACTIVE, FeatureContract.enabled.is_(True))
+        .order_by(Enrollment.next_due_at, Enrollment.id).limit(limit)))
+
+
+def _claim(session: Session, enrollment_id: int, now: datetime) -> bool:
+    """Push the due time out in one short transaction, so a second runner cannot send the same step."""
+    result = session.execute(update(Enrollment).where(
+        Enrollment.id == enrollment_id, Enrollment.state == EnrollmentState.ACTIVE, Enrollment.next_due_at <= now)
+        .values(next_due_at=now + RETRY_AFTER))
+    session.commit()
+    return result.rowcount == 1
+
+
+def _outgoing(session: Session, enrollment: Enrollment) -> tuple[Outgoing, Membership]:
+    """The step's mail with placeholders filled for the customer and the assigned member, and that member."""
+    customer = enrollment.customer
+    member = customer.assigned_membership
+    if member is None:
+        raise _CannotSend("お客様の担当者が設定されていないため、送信できませんでした。顧客情報で担当者を設定してください。")
+    if member.state != MembershipState.ACTIVE:
+        raise _CannotSend(f"担当者（{member.user.name}）が利用停止中のため、送信できませんでした。担当者を変更してください。")
+    step = enrollment.sequence.steps[enrollment.next_position]
+    values = PlaceholderValues(customer_name=customer.name, company=customer.company or "",
+                               member_name=member.user.name)
+    reply_to = session.get(MailMessage, enrollment.last_message_id) if enrollment.last_message_id else None
+    return Outgoing(to=customer.email, subject=fill_placeholders(step.template.subject, values),
+                    body=fill_placeholders(step.template.body, values), reply_to=reply_to,
+                    template_id=step.template_id), member
+
+
+def _advance(enrollment: Enrollment, now: datetime) -> None:
+    """Move to the next step (due after its wait) or finish as 完了 when none is left."""
+    steps = enrollment.sequence.steps
+    enrollment.next_position += 1
+    enrollment.last_error = None
+    if enrollment.next_position >= len(steps):
+        complete(enrollment, now)
+    else:
+        enrollment.next_due_at = now + timedelta(days=steps[enrollment.next_position].wait_days)
+
+
+def _send_step(session: Session, enrollment: Enrollment, now: datetime, env: SendEnvironment) -> bool:
+    """Send one due step; True when a mail went out."""
+    if enrollment.next_position >= len(enrollment.sequence.steps):
+        complete(enrollment, now)  # the sequence was shortened below this enrolment's position
+        session.commit()
+        return False
+    outgoing, member = _outgoing(session, enrollment)
+    # Advanced before sending: send_mail commits the stored message and the advance together, and its rollback
+    # on failure undoes both, so a step is never recorded as sent without its message (or the other way round).
+    _advance(enrollment, now)
+    try:
+        result = send_mail(session, member, outgoing, env)
+    except NoMailbox as error:
+        raise _CannotSend(f"担当者（{member.user.name}）のメールボックスが連携されていないか、再認証が必要なため、"
+                          "送信できませんでした。") from error
+    except SendFailed as error:
+        raise _CannotSend(f"送信に失敗しました：{error.message}") from error
+    except InvalidHeader as error:
+        raise _CannotSend(f"送信できませんでした：{error.message}") from error
+    enrollment.thread_id, enrollment.last_message_id = result.message.thread_id, result.message.id
+    session.commit()
+    return True
+
+
+def _record_error(session: Session, enrollment_id: int, message: str, now: datetime) -> None:
+    """Keep the enrolment running, say why the step did not go out, and try again in an hour."""
+    session.rollback()
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is None or enrollment.state != EnrollmentState.ACTIVE:
+        return
+    enrollment.last_error = f"{message}{RETRY_NOTE}"
+    enrollment.next_due_at = now + RETRY_AFTER
+    session.commit()
+
+
+def send_due_steps(session: Session, now: datetime, env: SendEnvironment) -> int:
+    """Send every due step of every account (deleted customers are stopped first); returns how many went out."""
+    stop_for_deleted_customers(session, now)
+    session.commit()
+    sent = 0
+    for enrollment_id in due_enrollment_ids(session, now):
+        if not _claim(session, enrollment_id, now):
+            continue
+        enrollment = session.get(Enrollment, enrollment_id)
+        try:
+            sent += _send_step(session, enrollment, now, env)
+        except _CannotSend as error:
+            _record_error(session, enrollment_id, error.message, now)
+        except Exception:  # one broken enrolment must not hold up the others
+            logger.exception("automation step failed for enrollment %s", enrollment_id)
+            _record_error(session, enrollment_id, "送信中に予期しないエラーが発生しました。", now)
+    return sent
+
+
+def run_due_steps(app: Flask) -> int:
+    """Send due steps inside an app context (for the scheduler and the CLI); returns how many went out."""
+    with app.app_context():
+        try:
+            return send_due_steps(db.session, utcnow(), send_environment(app.config))
+        finally:
+            db.session.remove()
