@@ -5,8 +5,9 @@ import pytest
 
 from portal.extensions import db
 from portal.mailservers.services import PresetData, create_preset
-from portal.models import Role, Security
-from tests.factories import enable_email, make_account, make_customer, make_link, make_member
+from portal.mailtemplates.services import TemplateData, create_template
+from portal.models import Enrollment, MailAttachment, Role, Security, Sequence, SequenceStep, utcnow
+from tests.factories import enable_email, make_account, make_customer, make_link, make_member, make_message
 
 ROLES = ["owner", "admin", "manager", "user"]
 ALL = dict.fromkeys(ROLES, 200)
@@ -32,6 +33,8 @@ class Case:
     path: str
     expected: dict[str, int]
     data: dict = field(default_factory=dict)
+    # With another account's ids: 404 unless the id is a form choice, which is refused beside the field (422).
+    other_expected: dict[str, int] | None = None
 
 
 CASES = [
@@ -48,6 +51,34 @@ CASES = [
     Case("GET", "/customers/{customer}/delete", only(MANAGERS)),
     Case("POST", "/customers/{customer}/delete", only(MANAGERS, 302)),
     Case("GET", "/mails", ALL),
+    Case("GET", "/mails?customer={customer}", ALL),
+    Case("GET", "/mails/{mail}", ALL),
+    Case("GET", "/mails/{mail}/reply", ALL),
+    Case("POST", "/mails/{mail}/reply", only(EVERYONE, 422), {"to": "", "subject": "", "body": "", "action": "send"}),
+    Case("GET", "/mails/attachments/{attachment}", ALL),
+    Case("GET", "/templates", ALL),
+    Case("GET", "/templates/new", ALL),
+    Case("POST", "/templates/new", only(EVERYONE, 302), {"name": "新テンプレート", "subject": "件名", "body": "本文"}),
+    Case("GET", "/templates/{template}", ALL),
+    Case("GET", "/templates/{template}/edit", only(MANAGERS)),
+    Case("POST", "/templates/{template}/edit", only(MANAGERS, 302), {"name": "共有", "subject": "件名", "body": "本文",
+                                                                    "shared": "y"}),
+    Case("GET", "/templates/{template}/delete", only(MANAGERS)),
+    Case("POST", "/templates/{template}/delete", only(MANAGERS, 409)),  # a sequence step uses it
+    Case("GET", "/automations", ALL),
+    Case("GET", "/automations/new", only(MANAGERS)),
+    Case("POST", "/automations/new", only(MANAGERS, 302), {"name": "フォロー", "stop_on_reply": "y",
+                                                           "steps-0-wait_days": "1", "steps-0-template_id": "{template}"},
+         other_expected=only(MANAGERS, 422)),
+    Case("GET", "/automations/{sequence}", ALL),
+    Case("GET", "/automations/{sequence}/edit", only(MANAGERS)),
+    Case("POST", "/automations/{sequence}/edit", only(MANAGERS, 302), {"name": "変更後", "steps-0-wait_days": "2",
+                                                                       "steps-0-template_id": "{template}"}),
+    Case("GET", "/automations/{sequence}/delete", only(MANAGERS)),
+    Case("POST", "/automations/{sequence}/delete", only(MANAGERS, 409)),  # a customer is still running it
+    Case("POST", "/automations/{sequence}/enroll", only(EVERYONE, 302), {"customer_id": "{customer}"}),
+    Case("POST", "/automations/enroll", only(EVERYONE, 302), {"sequence_id": "{sequence}", "customer_id": "{customer}"}),
+    Case("POST", "/automations/enrollments/{enrollment}/stop", only(EVERYONE, 302)),
     Case("GET", "/settings", ALL),
     Case("GET", "/settings/account", only(ADMINS)),
     Case("POST", "/settings/account", only(ADMINS, 302), {"name": "新社名", "viewing_restricted": "y"}),
@@ -106,10 +137,27 @@ def world(app):
     return {
         "members": members,
         "own": {"customer": customer.id, "member": target.id, "preset": presets[account.id],
-                "link": own_links[-1].id},
+                "link": own_links[-1].id, **_mail_objects(account, owner, customer)},
         "other": {"customer": other_customer.id, "member": other_member.id, "preset": presets[other_account.id],
-                  "link": other_link.id},
+                  "link": other_link.id, **_mail_objects(other_account, other_owner, other_customer)},
     }
+
+
+def _mail_objects(account, owner, customer) -> dict:
+    """A message with an attachment, a shared template used by a sequence, and a running enrolment."""
+    attachment = MailAttachment(filename="資料.pdf", content_type="application/pdf", size_bytes=4, content=b"%PDF")
+    message = make_message(account, [customer], attachments=[attachment])
+    template = create_template(db.session, owner, TemplateData("共有", "件名", "本文", shared=True))
+    sequence = Sequence(account_id=account.id, name="フォロー", steps=[SequenceStep(position=0, wait_days=1,
+                                                                                 template_id=template.id)])
+    db.session.add(sequence)
+    db.session.flush()
+    enrollment = Enrollment(account_id=account.id, sequence_id=sequence.id, customer_id=make_customer(account).id,
+                            started_at=utcnow(), next_due_at=utcnow())
+    db.session.add(enrollment)
+    db.session.commit()
+    return {"mail": message.id, "attachment": attachment.id, "template": template.id, "sequence": sequence.id,
+            "enrollment": enrollment.id}
 
 
 def _request(client, case: Case, ids: dict):
@@ -117,7 +165,7 @@ def _request(client, case: Case, ids: dict):
     path = case.path.format(**ids)
     if case.method == "GET":
         return client.get(path)
-    return client.post(path, data=case.data)
+    return client.post(path, data={key: value.format(**ids) for key, value in case.data.items()})
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -132,11 +180,15 @@ def test_own_account(client, auth, world, case, role):
 
 
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("case", [c for c in CASES if "{" in c.path], ids=lambda c: f"{c.method} {c.path}")
+@pytest.mark.parametrize("case", [c for c in CASES if "{" in c.path + "".join(c.data.values())],
+                         ids=lambda c: f"{c.method} {c.path}")
 def test_other_account_object_is_404(client, auth, world, case, role):
     """Another account's object does not exist for anyone, whatever their role."""
     auth.login_member(world["members"][role])
     response = _request(client, case, world["other"])
+    if case.other_expected is not None:
+        assert response.status_code == case.other_expected[role]
+        return
     assert response.status_code == 404
     assert "ページが見つかりません" in response.get_data(as_text=True)
 
