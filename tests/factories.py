@@ -85,7 +85,8 @@ def make_message(account: Account, customers: list[Customer] = (), *, member: Me
     message = MailMessage(
         account_id=account.id, message_key=f"mid:test{number}@example.jp", message_id_header=f"test{number}@example.jp",
         thread=thread, direction=direction, membership_id=member.id if member else None, subject=subject,
-        from_address=sender or (customers[0].email if customers and direction == Direction.RECEIVED else "staff@example.jp"),
+        from_address=sender or (customers[0].email if customers and direction == Direction.RECEIVED
+                                else "staff@example.jp"),
         to_addresses=to, received_at=when, sent_at=when, text_body=text, html_body=html)
     message.customer_links.extend(MailCustomer(customer_id=customer.id) for customer in customers)
     message.attachments.extend(attachments)

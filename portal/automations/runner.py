@@ -1,7 +1,6 @@
 """Sending due automation steps: pick what is due, send it from the assigned member's mailbox, move on."""
 import logging
 from datetime import datetime, timedelta
-from typing import Mapping
 
 from flask import Flask
 from sqlalchemy import select, update
@@ -9,8 +8,8 @@ from sqlalchemy.orm import Session
 
 from portal.automations.services import complete, stop_for_deleted_customers
 from portal.extensions import db
-from portal.mailbox.services import connection_policy, secret_box
-from portal.mails.sending import InvalidHeader, NoMailbox, Outgoing, SendEnvironment, SendFailed, send_mail
+from portal.mails.sending import (InvalidHeader, NoMailbox, Outgoing, SendEnvironment, SendFailed, send_environment,
+                                  send_mail)
 from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
 from portal.models import (EMAIL_FEATURE, Account, AccountStatus, Enrollment, EnrollmentState, FeatureContract,
                            MailMessage, Membership, MembershipState, utcnow)
@@ -28,12 +27,6 @@ class _CannotSend(Exception):
         """Keep the Japanese explanation."""
         super().__init__(message)
         self.message = message
-
-
-def send_environment(config: Mapping) -> SendEnvironment:
-    """Keys, connection policy, public address and clock for sending, from the app settings."""
-    return SendEnvironment(box=secret_box(config), policy=connection_policy(config),
-                           public_base_url=config["PUBLIC_BASE_URL"], secret_key=config["SECRET_KEY"], now=utcnow)
 
 
 def due_enrollment_ids(session: Session, now: datetime, limit: int = 200) -> list[int]:

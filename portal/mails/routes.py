@@ -8,13 +8,13 @@ from wtforms.fields.choices import SelectChoice
 
 from portal.customers.services import may_open
 from portal.extensions import db
-from portal.mailbox.services import connection_policy, live_link, secret_box
+from portal.mailbox.services import live_link
 from portal.mails import sending, services
 from portal.mails.forms import MailFilterForm, ReplyForm
 from portal.mails.render import estimated_frame_height, render_mail_html
 from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
 from portal.mailtemplates.services import templates_for
-from portal.models import Customer, Direction, LinkState, MailMessage, MailTemplate, utcnow
+from portal.models import Customer, Direction, LinkState, MailMessage, MailTemplate
 from portal.policy import Action
 from portal.web import current_membership, get_scoped_or_404, permission_required
 
@@ -164,7 +164,8 @@ def reply(message_id: int):
             outgoing = sending.Outgoing(to=form.to.data, subject=form.subject.data, body=form.body.data,
                                         reply_to=original, template_id=_template_id(form))
             try:
-                result = sending.send_mail(db.session, membership, outgoing, _send_environment())
+                result = sending.send_mail(db.session, membership, outgoing,
+                                           sending.send_environment(current_app.config))
             except sending.InvalidHeader as problem:
                 getattr(form, problem.field_name, form.subject).errors.append(problem.message)
                 status = 422
@@ -229,11 +230,3 @@ def _reply_customer(original: MailMessage, to: str) -> Customer | None:
         if customer.email == to.strip().lower():
             return customer
     return customers[0] if customers else None
-
-
-def _send_environment() -> sending.SendEnvironment:
-    """Keys, connection rules and the portal's public address from the app settings."""
-    config = current_app.config
-    return sending.SendEnvironment(box=secret_box(config), policy=connection_policy(config),
-                                   public_base_url=config["PUBLIC_BASE_URL"], secret_key=config["SECRET_KEY"],
-                                   now=utcnow)

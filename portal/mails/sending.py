@@ -1,4 +1,4 @@
-"""Sending mail from a member's linked mailbox: build it safely, track it, send over SMTP, keep it in the thread and Sent."""
+"""Sending from a member's linked mailbox: build the mail safely, track it, send over SMTP, keep it in thread and Sent."""
 import html
 import re
 import smtplib
@@ -10,18 +10,19 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
-from typing import Callable
+from typing import Callable, Mapping
 
 from imapclient import IMAPClient
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from portal.auth.services import normalise_email
-from portal.mailbox.services import link_passwords, live_link
-from portal.mailsync.connection import ConnectionPolicy, MailboxError, ServerSettings, close_quietly, open_imap, open_smtp
+from portal.mailbox.services import connection_policy, link_passwords, live_link, secret_box
+from portal.mailsync.connection import (ConnectionPolicy, MailboxError, ServerSettings, close_quietly, open_imap,
+                                        open_smtp)
 from portal.mailsync.parse import decode_header_value
 from portal.models import (Customer, Direction, FolderRole, LinkState, MailboxLink, MailCustomer, MailDraft,
-                           MailMessage, MailThread, Membership, TrackedLink)
+                           MailMessage, MailThread, Membership, TrackedLink, utcnow)
 from portal.mailsync.parse import normalise_subject
 from portal.secretbox import SecretBox
 from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, open_token
@@ -76,6 +77,12 @@ class SendEnvironment:
     now: Callable[[], datetime]
     open_smtp: Callable[[ServerSettings, ConnectionPolicy], smtplib.SMTP] = open_smtp
     open_imap: Callable[[ServerSettings, ConnectionPolicy], IMAPClient] = open_imap
+
+
+def send_environment(config: Mapping) -> SendEnvironment:
+    """Keys, connection rules, the portal's public address and the clock, from the app settings."""
+    return SendEnvironment(box=secret_box(config), policy=connection_policy(config),
+                           public_base_url=config["PUBLIC_BASE_URL"], secret_key=config["SECRET_KEY"], now=utcnow)
 
 
 @dataclass
@@ -143,7 +150,7 @@ def sending_link(session: Session, member: Membership) -> MailboxLink:
 
 
 def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: SendEnvironment) -> SendResult:
-    """Send through the member's SMTP server, store it in the thread, copy it to Sent; the caller's draft is kept on failure."""
+    """Send through the member's SMTP server, store it in its thread, copy it to Sent; SendFailed stores nothing."""
     link = sending_link(session, member)
     to = recipient_address(outgoing.to)
     subject = check_header_text("subject", (outgoing.subject or "").strip())

@@ -1,4 +1,4 @@
-"""Replying from the portal against real servers: aiosmtpd delivers it, Dovecot keeps it in Sent, import adds no duplicate."""
+"""Replying against real servers: aiosmtpd delivers it, Dovecot keeps it in Sent, a later import adds no duplicate."""
 from email import message_from_bytes
 from email.policy import default as default_policy
 
@@ -7,7 +7,6 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import Direction, MailMessage, MailSource, TrackedLink
-from tests.factories import make_message
 from tests.integration.test_import_engine import CUSTOMER, Mailbox, account, mail  # noqa: F401  (fixture)
 
 

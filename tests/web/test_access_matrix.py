@@ -67,8 +67,8 @@ CASES = [
     Case("POST", "/templates/{template}/delete", only(MANAGERS, 409)),  # a sequence step uses it
     Case("GET", "/automations", ALL),
     Case("GET", "/automations/new", only(MANAGERS)),
-    Case("POST", "/automations/new", only(MANAGERS, 302), {"name": "フォロー", "stop_on_reply": "y",
-                                                           "steps-0-wait_days": "1", "steps-0-template_id": "{template}"},
+    Case("POST", "/automations/new", only(MANAGERS, 302),
+         {"name": "フォロー", "stop_on_reply": "y", "steps-0-wait_days": "1", "steps-0-template_id": "{template}"},
          other_expected=only(MANAGERS, 422)),
     Case("GET", "/automations/{sequence}", ALL),
     Case("GET", "/automations/{sequence}/edit", only(MANAGERS)),
@@ -77,7 +77,8 @@ CASES = [
     Case("GET", "/automations/{sequence}/delete", only(MANAGERS)),
     Case("POST", "/automations/{sequence}/delete", only(MANAGERS, 409)),  # a customer is still running it
     Case("POST", "/automations/{sequence}/enroll", only(EVERYONE, 302), {"customer_id": "{customer}"}),
-    Case("POST", "/automations/enroll", only(EVERYONE, 302), {"sequence_id": "{sequence}", "customer_id": "{customer}"}),
+    Case("POST", "/automations/enroll", only(EVERYONE, 302),
+         {"sequence_id": "{sequence}", "customer_id": "{customer}"}),
     Case("POST", "/automations/enrollments/{enrollment}/stop", only(EVERYONE, 302)),
     Case("GET", "/settings", ALL),
     Case("GET", "/settings/account", only(ADMINS)),
