@@ -59,3 +59,15 @@ def test_create_account_refuses_weak_input(app):
                                 "--owner-password", "long-password-1"])
     assert blank.exit_code != 0
     assert db.session.scalar(select(func.count(Account.id))) == 0
+
+
+def test_seed_demo_fills_the_mail_screens(app, client):
+    """A fresh demo shows mail in the list and on a timeline, templates and an automation."""
+    assert app.test_cli_runner().invoke(args=["seed-demo"]).exit_code == 0
+    client.post("/login", data={"email": DEMO_MEMBERS[0][0], "password": DEMO_PASSWORD})
+    listing = client.get("/mails").get_data(as_text=True)
+    assert "お見積りのお願い" in listing and "Re: お見積りのお願い" in listing
+    customer_id = db.session.scalar(select(Customer.id).where(Customer.name == "田中 健"))
+    assert "お見積りのお願い" in client.get(f"/customers/{customer_id}").get_data(as_text=True)
+    assert "お打ち合わせのお礼" in client.get("/templates").get_data(as_text=True)
+    assert "資料請求後のフォロー" in client.get("/automations").get_data(as_text=True)

@@ -7,6 +7,7 @@ from portal.auth.services import normalise_email
 from portal.customers.services import CustomerData, create_customer
 from portal.mailbox.services import unlink_account
 from portal.models import Account, AccountStatus, Membership, Role, UnlinkReason, utcnow
+from portal.settings.demo_mail import seed_demo_mail
 from portal.users.services import add_member
 
 
@@ -78,16 +79,18 @@ def database_is_empty(session: Session) -> bool:
 
 
 def seed_demo(session: Session) -> Account:
-    """Create the demo account with one member per role and a few customers."""
+    """Create the demo account with one member per role, a few customers, templates, an automation and mail."""
     owner_email, owner_name, _ = DEMO_MEMBERS[0]
     account = create_account(session, DEMO_ACCOUNT, owner_email, DEMO_PASSWORD, owner_name)
     owner = session.scalar(select(Membership).where(Membership.account_id == account.id))
     members = [owner]
     for email, name, role in DEMO_MEMBERS[1:]:
         members.append(add_member(session, account, owner, email, name, role, DEMO_PASSWORD)[0])
+    customers = []
     for index, (name, company, email) in enumerate(DEMO_CUSTOMERS):
         assignee = members[index % len(members)]
-        create_customer(session, account, owner.user_id, CustomerData(name=name, email=email, company=company,
-                                                                      assigned_membership_id=assignee.id))
+        customers.append(create_customer(session, account, owner.user_id, CustomerData(
+            name=name, email=email, company=company, assigned_membership_id=assignee.id)))
+    seed_demo_mail(session, owner, members, customers, utcnow())
     return account
 
