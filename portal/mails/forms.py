@@ -2,7 +2,7 @@
 from flask_wtf import FlaskForm
 from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Optional, ValidationError
+from wtforms.validators import Optional, Regexp, ValidationError
 
 from portal.forms import email_address, max_length, required, strip
 from portal.mails.sending import InvalidHeader, check_header_text
@@ -56,3 +56,5 @@ class ReplyForm(FlaskForm):
     body = TextAreaField("本文", validators=[required(), max_length(100_000)])
     template_id = SelectField("テンプレート", coerce=str, validators=[Optional()], validate_choice=False)
     action = HiddenField(default="send")
+    compose_id = HiddenField(validators=[Optional(), Regexp(r"^[A-Za-z0-9_-]{16,64}$",
+                                                            message="送信フォームを開き直してください。")])

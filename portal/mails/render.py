@@ -170,8 +170,31 @@ def render_plain_text(text: str) -> str:
     return _document(body, [], False)
 
 
+MAX_NESTING = 1000
+_TAG_TOKEN = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>")
+# Elements that never nest (void) or that the parser closes on its own when the next one starts.
+_NO_DEPTH = {"br", "img", "hr", "meta", "link", "input", "col", "area", "base", "wbr", "source", "track", "param",
+             "embed", "p", "li", "td", "th", "tr", "option", "dt", "dd", "thead", "tbody", "tfoot"}
+
+
+def too_deeply_nested(html: str, limit: int = MAX_NESTING) -> bool:
+    """True when tags nest deeper than any real mail does: nh3's time grows with the square of the depth."""
+    depth = 0
+    for closing, name, self_closing in _TAG_TOKEN.findall(html):
+        if self_closing or name.lower() in _NO_DEPTH:
+            continue
+        depth = max(depth - 1, 0) if closing else depth + 1
+        if depth > limit:
+            return True
+    return False
+
+
 def _clean(html: str, attribute_filter: Callable[[str, str, str], str | None]) -> str:
     """Run nh3 with the portal's allow-lists; lone surrogates (which nh3 cannot take) become U+FFFD first."""
+    if too_deeply_nested(html):
+        # One hostile mail must not tie up a worker each time it is opened: show its text without markup.
+        text = html_lib.unescape(_TAG_TOKEN.sub(" ", html))
+        return f'<div style="white-space:pre-wrap">{html_lib.escape(" ".join(text.split()))}</div>'
     try:
         return _nh3_clean(html, attribute_filter)
     except UnicodeEncodeError:

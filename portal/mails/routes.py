@@ -1,4 +1,5 @@
 """送受信メール: the mail list, a thread, attachments, and replying in a thread."""
+import secrets
 from io import BytesIO
 
 from flask import (Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, send_file,
@@ -154,6 +155,7 @@ def reply(message_id: int):
     if request.method == "GET":
         draft = sending.find_draft(db.session, membership, original)
         _prefill(form, original, draft)
+        form.compose_id.data = secrets.token_urlsafe(24)
     status, error = 200, None
     if request.method == "POST":
         if form.action.data == "insert_template":
@@ -162,13 +164,18 @@ def reply(message_id: int):
             status, error = 409, NO_MAILBOX
         elif form.validate():
             outgoing = sending.Outgoing(to=form.to.data, subject=form.subject.data, body=form.body.data,
-                                        reply_to=original, template_id=_template_id(form))
+                                        reply_to=original, template_id=_template_id(form),
+                                        compose_id=form.compose_id.data or None)
             try:
                 result = sending.send_mail(db.session, membership, outgoing,
                                            sending.send_environment(current_app.config))
             except sending.InvalidHeader as problem:
                 getattr(form, problem.field_name, form.subject).errors.append(problem.message)
                 status = 422
+            except sending.AlreadySent as sent:
+                flash("この返信はすでに送信済みです。二重には送信していません。", "info")
+                return redirect(url_for("mails.thread", message_id=sent.message.id,
+                                        _anchor=f"message-{sent.message.id}"))
             except sending.NoMailbox:
                 status, error = 409, NO_MAILBOX
             except sending.SendFailed as failure:

@@ -1,4 +1,4 @@
-"""Sending from a member's linked mailbox: build the mail safely, track it, send over SMTP, keep it in thread and Sent."""
+"""Sending from a member's linked mailbox: build it safely, track it, send over SMTP, keep it in thread and Sent."""
 import html
 import re
 import smtplib
@@ -46,6 +46,14 @@ class InvalidHeader(Exception):
         self.message = message
 
 
+class AlreadySent(Exception):
+    """This compose form was sent before (a second click or a resubmitted page); nothing goes out again."""
+
+    def __init__(self, message: MailMessage):
+        super().__init__(message.id)
+        self.message = message
+
+
 class SendFailed(Exception):
     """The SMTP server did not take the message; the message is in the member's words."""
 
@@ -64,6 +72,8 @@ class Outgoing:
     reply_to: MailMessage | None = None
     thread: MailThread | None = None
     template_id: int | None = None
+    # A random id of the compose form: it becomes the Message-ID, so sending the same form twice is detectable.
+    compose_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,12 @@ def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: Sen
     to = recipient_address(outgoing.to)
     subject = check_header_text("subject", (outgoing.subject or "").strip())
     sent_at = env.now()
-    message_id = make_msgid(domain=link.email.rsplit("@", 1)[-1]).strip("<>")
+    domain = link.email.rsplit("@", 1)[-1]
+    message_id = f"{outgoing.compose_id}@{domain}" if outgoing.compose_id else make_msgid(domain=domain).strip("<>")
+    already = session.scalar(select(MailMessage).where(MailMessage.account_id == member.account_id,
+                                                       MailMessage.message_key == "mid:" + message_id[:240]))
+    if already is not None:
+        raise AlreadySent(already)
     message = _store_sent(session, member, link, outgoing, to, subject, message_id, sent_at)
     session.flush()  # ids for the tracking tokens
     tracked_html = _tracked_html(session, message, outgoing.body, env)

@@ -20,7 +20,7 @@ from portal.mailsync.rules import (AccountSnapshot, CustomerRef, Decision, Envel
                                    whole_seconds)
 from portal.models import (Customer, Direction, FolderRole, ImportLogEntry, LinkState, MailAttachment, MailboxFolder,
                            MailboxLink, MailCustomer, MailMessage, MailSource, MailThread, Membership,
-                           MembershipState, User, utcnow)
+                           MembershipState, User)
 
 THREAD_WINDOW = timedelta(days=30)
 
@@ -258,7 +258,7 @@ def _log_exclusions(session: Session, link: MailboxLink, folder: MailboxFolder, 
 
 
 def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
-                 envelopes: list[FetchedEnvelope], batch: _Batch, config: EngineConfig) -> int:
+                 envelopes: list[FetchedEnvelope], batch: _Batch, config: EngineConfig, now: datetime) -> int:
     """Fetch the chosen bodies, store them and the log; the caller commits with the checkpoint."""
     by_uid = {envelope.uid: envelope for envelope in envelopes}
     bodies = client.fetch_raw(sorted(batch.fetch))  # a message expunged in between is simply gone
@@ -272,13 +272,13 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         for uid, decision in batch.too_large.items():
             imported += writer.store(uid, raws[uid], decision, by_uid[uid].internal_date, True)
         _log_exclusions(session, link, folder, batch, by_uid)
-    stop_on_customer_reply(session, writer.created, utcnow())  # same transaction as the messages
+    stop_on_customer_reply(session, writer.created, now)  # same transaction as the messages
     return imported
 
 
 def _sync_uids(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
                snapshot: AccountSnapshot, ranges: list[tuple[int, int]], boundary: int,
-               linked_at: datetime | None, config: EngineConfig, result: PassResult,
+               linked_at: datetime | None, config: EngineConfig, result: PassResult, now: datetime,
                wanted: set[int] | None = None) -> None:
     """Process UID ranges batch by batch; each batch and its checkpoint commit together."""
     for first, last in ranges:
@@ -286,7 +286,7 @@ def _sync_uids(session: Session, link: MailboxLink, folder: MailboxFolder, clien
         batch = _decide_batch(envelopes, snapshot, boundary, linked_at, config)
         for attempt in (1, 2):
             try:
-                result.imported += _apply_batch(session, link, folder, client, envelopes, batch, config)
+                result.imported += _apply_batch(session, link, folder, client, envelopes, batch, config, now)
                 folder.last_uid = max(folder.last_uid, last)
                 session.commit()
                 break
@@ -304,7 +304,7 @@ def _batches(first: int, last: int, size: int) -> list[tuple[int, int]]:
 
 
 def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
-                 snapshot: AccountSnapshot, config: EngineConfig, result: PassResult) -> None:
+                 snapshot: AccountSnapshot, config: EngineConfig, result: PassResult, now: datetime) -> None:
     """Import what is new in one folder since its checkpoint (or since the link time after a reset)."""
     info = client.examine(folder.name)
     if info.uidvalidity != folder.uidvalidity:
@@ -315,7 +315,7 @@ def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         uids = client.uids_since(link.linked_at.date() - timedelta(days=1))
         chunks = [uids[i:i + config.batch_size] for i in range(0, len(uids), config.batch_size)]
         _sync_uids(session, link, folder, client, snapshot, [(c[0], c[-1]) for c in chunks], 1, link.linked_at,
-                   config, result, wanted=set(uids))
+                   config, result, now, wanted=set(uids))
         folder.last_uid = max(folder.last_uid, info.uidnext - 1)
         session.commit()
         return
@@ -323,7 +323,7 @@ def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         return
     _sync_uids(session, link, folder, client, snapshot,
                _batches(folder.last_uid + 1, info.uidnext - 1, config.batch_size),
-               folder.boundary_uidnext, None, config, result)
+               folder.boundary_uidnext, None, config, result, now)
 
 
 def _backoff(failures: int, config: EngineConfig) -> timedelta:
@@ -370,7 +370,7 @@ def sync_link(session: Session, link: MailboxLink, connect: Callable[[MailboxLin
     try:
         snapshot = account_snapshot(session, link.account_id)
         for folder in sorted(link.folders, key=lambda f: f.role.value):
-            _sync_folder(session, link, folder, client, snapshot, config, result)
+            _sync_folder(session, link, folder, client, snapshot, config, result, now())
     except MailboxError as error:
         _record_failure(session, link, error, now(), config, result)
         return result

@@ -115,3 +115,18 @@ def test_smtp_login_failure_is_explained(client, auth, linked, smtp_ssl):
     response = _send(client, auth, linked, original)
     assert response.status_code == 502
     assert "SMTPサーバーにログインできません" in response.get_data(as_text=True)
+
+
+def test_the_same_compose_form_sent_twice_goes_out_once(client, auth, linked, smtp_ssl):
+    """A resubmitted page (or a second click) finds the first send and mails nothing again."""
+    original = _received_thread(linked)
+    auth.login_member(linked.member)
+    form = {"to": CUSTOMER, "subject": "Re: お見積りのお願い", "body": "一度だけ届く返信", "action": "send",
+            "compose_id": "k3J9xQ2mZp7LwR4tYv8bNc1d"}
+    first = client.post(f"/mails/{original.id}/reply", data=form)
+    second = client.post(f"/mails/{original.id}/reply", data=form, follow_redirects=True)
+    assert first.status_code == 302 and second.status_code == 200
+    assert "この返信はすでに送信済みです" in second.get_data(as_text=True)
+    assert len(smtp_ssl.messages) == 1
+    assert db.session.scalar(select(func.count()).select_from(MailMessage).where(
+        MailMessage.direction == Direction.SENT)) == 1

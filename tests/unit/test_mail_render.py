@@ -300,3 +300,18 @@ def test_plain_text_escapes_markup_and_keeps_lines():
 def test_plain_text_empty():
     """An empty plain-text body is an empty block."""
     assert body(render_plain_text("")) == '<div class="mail-text" style="white-space:pre-wrap"></div>'
+
+
+def test_absurdly_nested_html_is_shown_as_text_without_markup():
+    """Tens of thousands of nested tags (nh3 would take seconds) come out as escaped text, not as markup."""
+    hostile = "<div>" * 30000 + "<script>alert(1)</script>中身" + "</div>" * 30000
+    rendered = render_mail_html(hostile, inline_image_url=lambda cid: None, allow_remote_images=False)
+    body = rendered.html.split("<body>", 1)[1]
+    assert "中身" in body and "<script" not in body and body.count("<div") == 1
+
+
+def test_ordinary_nesting_is_sanitised_normally():
+    """Real mail nests a few dozen levels: it keeps its formatting."""
+    markup = "<table><tr><td>" * 40 + "<b>太字</b>" + "</td></tr></table>" * 40
+    rendered = render_mail_html(markup, inline_image_url=lambda cid: None, allow_remote_images=False)
+    assert "<b>太字</b>" in rendered.html and "<table>" in rendered.html
