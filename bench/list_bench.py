@@ -1,12 +1,9 @@
-"""Mail list benchmark: one account filled with M messages and C customers, page timings through the test client.
-
-1. Fill: an account with five members, C customers, M messages in threads of 1-5 per customer, bulk-inserted.
-2. Time the mail list (first and a deep page), its filters, the customer timeline and, as a same-run baseline,
-   the customer list: median and p95 over R requests each, with the SQL statements every request ran.
-
-Run from the project root: .venv/bin/python bench/list_bench.py [--messages M] [--customers C] [--repeat R] [--keep].
-DATABASE_URL (PostgreSQL on this machine) makes it work in a throwaway database on that server. See bench/README.md.
-"""
+"""Mail list benchmark: M messages, C customers; list, filter and timeline p95 through the Flask test client."""
+# 1. Fill: an account with five members, C customers, M messages in threads of 1-5 per customer, bulk-inserted.
+# 2. Time the mail list (first and a deep page), its filters, the customer timeline and, as a same-run baseline,
+#    the customer list: median and p95 over R requests each, with the SQL statements every request ran.
+# Run from the project root: .venv/bin/python bench/list_bench.py [--messages M] [--customers C] [--repeat R]
+# [--keep]. DATABASE_URL (PostgreSQL on this machine) makes it work in a throwaway database on that server.
 import argparse
 import atexit
 import logging
@@ -450,11 +447,9 @@ def measure(client, page: Page, counter: SqlCounter, marker: str | None) -> Resu
 
 
 def replay(queries: list[tuple[str, object]]) -> list[tuple[float, str, object]]:
-    """Run the SELECTs of one request again, fetching every row, three times each; (median ms, statement, params).
-
-    The listener's clock stops when the driver returns from execute, before SQLite has produced most rows,
-    so the time a page spends in the database is measured here instead.
-    """
+    """Run the SELECTs of one request again, fetching every row, three times each; (median ms, statement, params)."""
+    # The listener's clock stops when the driver returns from execute, before SQLite has produced most rows,
+    # so the time a page spends in the database is measured here instead.
     timed = []
     connection = db.session.connection()
     for statement, parameters in queries:

@@ -95,15 +95,11 @@ class RenderedHtml:
 
 def render_mail_html(html: str, *, inline_image_url: Callable[[str], str | None], allow_remote_images: bool,
                      tracking_paths: tuple[str, ...] = (OPEN_PATH, CLICK_PATH)) -> RenderedHtml:
-    """Sanitise a mail's HTML body with nh3 and wrap it in a small document with its own CSP.
-
-    ``inline_image_url(content_id)`` maps a ``cid:`` image to the URL that serves that attachment; it must
-    return an ABSOLUTE http(s) URL (e.g. ``http://127.0.0.1:5000/mails/attachments/5/inline?sig=...``) or None.
-    A relative URL is treated like None: in an about:srcdoc document it would resolve against the parent page,
-    and CSP 'self' in a sandboxed (opaque-origin) document matches nothing, so it could never load. The
-    scheme://host[:port] origins of the URLs actually used are the only hosts CSP img-src allows, besides data:
-    images and, when ``allow_remote_images``, any http:/https: image.
-    """
+    """Sanitise a mail's HTML body with nh3 and wrap it in a small srcdoc document with its own CSP."""
+    # inline_image_url(content_id) must return an ABSOLUTE http(s) URL or None: a relative one would resolve
+    # against the parent page, and CSP 'self' in a sandboxed (opaque-origin) document matches nothing. The
+    # origins of the URLs actually used are the only hosts img-src allows, besides data: images and, when
+    # allow_remote_images, any http:/https: image.
     blocked = 0
     tracking_seen = False
     origins: list[str] = []
@@ -231,12 +227,9 @@ def _document(body: str, image_origins: list[str], allow_remote_images: bool) ->
 
 
 def _safe_style(value: str) -> str | None:
-    """A style value reduced to safe properties by nh3, or None when what nh3 keeps could still fetch or run.
-
-    nh3 keeps some values it should not (``width:expression(...)``, ``font-family:url(...)``,
-    ``background-color:image(url(...))``), so its output is checked again after undoing CSS escapes and
-    comments.
-    """
+    """A style value reduced to safe properties by nh3, or None when what nh3 keeps could still fetch or run."""
+    # nh3 keeps some values it should not (width:expression(...), font-family:url(...),
+    # background-color:image(url(...))), so its output is checked again after undoing CSS escapes and comments.
     match = _STYLE_OUT.match(_STYLE_CLEANER.clean(f'<span style="{html_lib.escape(value)}">'))
     kept = html_lib.unescape(match.group(1)) if match else ""
     if not kept.strip():

@@ -6,6 +6,7 @@ from sqlalchemy import event, select
 
 from portal.customers.services import delete_customer
 from portal.extensions import db
+from portal.mailbox.services import live_link
 from portal.mails import services
 from portal.models import Direction, MailAttachment, MailDraft, MailMessage, MembershipState, Role
 from portal.users.services import disable_member
@@ -109,6 +110,7 @@ def test_mail_stays_after_customer_deleted_link_unlinked_and_member_disabled(cli
     message = make_message(account, [customer], member=member, subject="残るメール")
     delete_customer(db.session, customer, None)
     disable_member(db.session, owner, member)
+    assert live_link(db.session, member.id) is None  # disabling the member unlinked the mailbox
     auth.login_member(owner)
     response = client.get("/mails")
     assert _rows(response) == ["残るメール"]
