@@ -82,7 +82,7 @@ class SendEnvironment:
 
     box: SecretBox
     policy: ConnectionPolicy
-    public_base_url: str
+    public_base_url: str | None  # None: tracking is off (links to an unreachable portal would break the mail)
     secret_key: str
     now: Callable[[], datetime]
     open_smtp: Callable[[ServerSettings, ConnectionPolicy], smtplib.SMTP] = open_smtp
@@ -172,9 +172,10 @@ def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: Sen
     if already is not None:
         raise AlreadySent(already)
     message = _store_sent(session, member, link, outgoing, to, subject, message_id, sent_at)
+    message.tracked = bool(env.public_base_url)
     session.flush()  # ids for the tracking tokens
-    tracked_html = _tracked_html(session, message, outgoing.body, env)
-    mime = _mime(member, link, to, subject, message_id, outgoing, sent_at, tracked_html)
+    html_part = _html_part(session, message, outgoing.body, env)
+    mime = _mime(member, link, to, subject, message_id, outgoing, sent_at, html_part)
     raw = mime.as_bytes(policy=SMTP_POLICY)
     message.raw, message.size_bytes = raw, len(raw)
     try:
@@ -230,7 +231,7 @@ def _store_sent(session: Session, member: Membership, link: MailboxLink, outgoin
         references=" ".join(_references(outgoing.reply_to)), thread=thread, direction=Direction.SENT,
         membership_id=member.id, sent_by_membership_id=member.id, subject=subject, from_address=link.email,
         from_name=member.user.name, to_addresses=to.addr_spec, sent_at=sent_at, received_at=sent_at,
-        text_body=outgoing.body, html_body=None, tracked=True)
+        text_body=outgoing.body, html_body=None)
     session.add(message)
     customers = session.scalars(select(Customer.id).where(
         Customer.account_id == member.account_id, Customer.email == to.addr_spec, Customer.deleted_at.is_(None)))
@@ -248,8 +249,8 @@ def _references(reply_to: MailMessage | None) -> list[str]:
     return ids[-MAX_REFERENCES:]
 
 
-def _tracked_html(session: Session, message: MailMessage, body: str, env: SendEnvironment) -> str:
-    """The HTML part: the member's text with its links rewritten to click tokens and a 1x1 open image."""
+def _html_part(session: Session, message: MailMessage, body: str, env: SendEnvironment) -> str:
+    """The HTML part: the member's text with links rewritten to click tokens and a 1x1 open image, when tracking."""
     parts = []
     position = 0
     for line in body.splitlines():
@@ -260,7 +261,9 @@ def _tracked_html(session: Session, message: MailMessage, body: str, env: SendEn
         for match in URL_PATTERN.finditer(line):
             url = match.group(0)
             pieces.append(html.escape(line[last:match.start()]))
-            if OPEN_PATH in url or CLICK_PATH in url:
+            if not message.tracked:
+                pieces.append(f'<a href="{html.escape(url)}">{html.escape(url)}</a>')
+            elif OPEN_PATH in url or CLICK_PATH in url:
                 pieces.append(html.escape(url))
             else:
                 link = TrackedLink(message_id=message.id, position=position, url=url)
@@ -272,15 +275,17 @@ def _tracked_html(session: Session, message: MailMessage, body: str, env: SendEn
             last = match.end()
         pieces.append(html.escape(line[last:]))
         parts.append("".join(pieces))
-    pixel = f"{env.public_base_url}{OPEN_PATH}{open_token(env.secret_key, message.id)}"
+    pixel = ""
+    if message.tracked:
+        url = f"{env.public_base_url}{OPEN_PATH}{open_token(env.secret_key, message.id)}"
+        pixel = f'<img src="{html.escape(url)}" width="1" height="1" alt="" style="display:block;border:0">'
     return ('<!doctype html><html><head><meta charset="utf-8"></head><body>'
-            f'<div style="font-family:sans-serif;white-space:normal">{"<br>".join(parts)}</div>'
-            f'<img src="{html.escape(pixel)}" width="1" height="1" alt="" style="display:block;border:0">'
+            f'<div style="font-family:sans-serif;white-space:normal">{"<br>".join(parts)}</div>{pixel}'
             '</body></html>')
 
 
 def _mime(member: Membership, link: MailboxLink, to: Address, subject: str, message_id: str,
-          outgoing: Outgoing, sent_at: datetime, tracked_html: str) -> EmailMessage:
+          outgoing: Outgoing, sent_at: datetime, html_part: str) -> EmailMessage:
     """The MIME message: plain text with an HTML alternative, headers from Address objects only."""
     mime = EmailMessage()
     mime["From"] = Address(display_name=member.user.name, addr_spec=link.email)
@@ -292,7 +297,7 @@ def _mime(member: Membership, link: MailboxLink, to: Address, subject: str, mess
         mime["In-Reply-To"] = f"<{outgoing.reply_to.message_id_header}>"
         mime["References"] = " ".join(f"<{item}>" for item in _references(outgoing.reply_to))
     mime.set_content(outgoing.body)
-    mime.add_alternative(tracked_html, subtype="html")
+    mime.add_alternative(html_part, subtype="html")
     return mime
 
 

@@ -130,3 +130,16 @@ def test_the_same_compose_form_sent_twice_goes_out_once(client, auth, linked, sm
     assert len(smtp_ssl.messages) == 1
     assert db.session.scalar(select(func.count()).select_from(MailMessage).where(
         MailMessage.direction == Direction.SENT)) == 1
+
+
+def test_without_a_public_address_the_reply_goes_out_untracked(client, auth, linked, smtp_ssl, app):
+    """No PUBLIC_BASE_URL: customers get working links and no image pointing at an unreachable portal."""
+    app.config["PUBLIC_BASE_URL"] = None
+    original = _received_thread(linked)
+    auth.login_member(linked.member)
+    assert "計測なしで送信します" in client.get(f"/mails/{original.id}/reply").get_data(as_text=True)
+    assert _send(client, auth, linked, original).status_code == 302
+    html = message_from_bytes(smtp_ssl.messages[0].data, policy=default_policy).get_body(("html",)).get_content()
+    assert '<a href="https://example.jp/資料.pdf">' in html and "/t/o/" not in html and "<img" not in html
+    reply = db.session.scalar(select(MailMessage).where(MailMessage.direction == Direction.SENT))
+    assert not reply.tracked and db.session.scalar(select(func.count()).select_from(TrackedLink)) == 0

@@ -50,3 +50,10 @@ def test_default_work_factor_is_argon2id_64mib(tmp_path):
     finally:
         passwords.configure(1, 1024)
     assert PasswordHasher().check_needs_rehash(hashed) is False
+
+
+def test_tracking_is_off_until_the_public_address_is_set(tmp_path):
+    """Without PUBLIC_BASE_URL sent mail is untracked; a set one loses its trailing slash."""
+    assert load_settings(str(tmp_path), environ={})["PUBLIC_BASE_URL"] is None
+    configured = load_settings(str(tmp_path), environ={"PUBLIC_BASE_URL": "https://crm.example.jp/"})
+    assert configured["PUBLIC_BASE_URL"] == "https://crm.example.jp"
