@@ -1,4 +1,5 @@
 """Sending due automation steps: pick what is due, send it from the assigned member's mailbox, move on."""
+import hashlib
 import logging
 from datetime import datetime, timedelta
 
@@ -8,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from portal.automations.services import complete, stop_for_deleted_customers
 from portal.extensions import db
-from portal.mails.sending import (InvalidHeader, NoMailbox, Outgoing, SendEnvironment, SendFailed, send_environment,
-                                  send_mail)
+from portal.mails.sending import (AlreadySent, InvalidHeader, NoMailbox, Outgoing, SendEnvironment, SendFailed,
+                                  send_environment, send_mail)
 from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
 from portal.models import (EMAIL_FEATURE, Account, AccountStatus, Enrollment, EnrollmentState, FeatureContract,
                            MailMessage, Membership, MembershipState, utcnow)
@@ -48,7 +49,13 @@ def _claim(session: Session, enrollment_id: int, now: datetime) -> bool:
     return result.rowcount == 1
 
 
-def _outgoing(session: Session, enrollment: Enrollment) -> tuple[Outgoing, Membership]:
+def step_compose_id(secret_key: str, enrollment: Enrollment) -> str:
+    """A fixed id for this enrolment's current step: its Message-ID, so the step can never go out twice."""
+    digest = hashlib.sha256(f"{secret_key}:{enrollment.id}:{enrollment.started_at.isoformat()}".encode()).hexdigest()
+    return f"automation-{enrollment.id}-{enrollment.next_position}-{digest[:16]}"
+
+
+def _outgoing(session: Session, enrollment: Enrollment, secret_key: str) -> tuple[Outgoing, Membership]:
     """The step's mail with placeholders filled for the customer and the assigned member, and that member."""
     customer = enrollment.customer
     member = customer.assigned_membership
@@ -62,7 +69,7 @@ def _outgoing(session: Session, enrollment: Enrollment) -> tuple[Outgoing, Membe
     reply_to = session.get(MailMessage, enrollment.last_message_id) if enrollment.last_message_id else None
     return Outgoing(to=customer.email, subject=fill_placeholders(step.template.subject, values),
                     body=fill_placeholders(step.template.body, values), reply_to=reply_to,
-                    template_id=step.template_id), member
+                    template_id=step.template_id, compose_id=step_compose_id(secret_key, enrollment)), member
 
 
 def _advance(enrollment: Enrollment, now: datetime) -> None:
@@ -82,12 +89,11 @@ def _send_step(session: Session, enrollment: Enrollment, now: datetime, env: Sen
         complete(enrollment, now)  # the sequence was shortened below this enrolment's position
         session.commit()
         return False
-    outgoing, member = _outgoing(session, enrollment)
-    # Advanced before sending: send_mail commits the stored message and the advance together, and its rollback
-    # on failure undoes both, so a step is never recorded as sent without its message (or the other way round).
-    _advance(enrollment, now)
+    outgoing, member = _outgoing(session, enrollment, env.secret_key)
     try:
-        result = send_mail(session, member, outgoing, env)
+        message = send_mail(session, member, outgoing, env).message
+    except AlreadySent as sent:
+        message = sent.message  # sent before the advance below was saved (a crash in between): not again
     except NoMailbox as error:
         raise _CannotSend(f"担当者（{member.user.name}）のメールボックスが連携されていないか、再認証が必要なため、"
                           "送信できませんでした。") from error
@@ -95,7 +101,9 @@ def _send_step(session: Session, enrollment: Enrollment, now: datetime, env: Sen
         raise _CannotSend(f"送信に失敗しました：{error.message}") from error
     except InvalidHeader as error:
         raise _CannotSend(f"送信できませんでした：{error.message}") from error
-    enrollment.thread_id, enrollment.last_message_id = result.message.thread_id, result.message.id
+    # Advanced only once the mail is out; the step's fixed Message-ID makes a repeat after a crash harmless.
+    _advance(enrollment, now)
+    enrollment.thread_id, enrollment.last_message_id = message.thread_id, message.id
     session.commit()
     return True
 

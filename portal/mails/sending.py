@@ -22,7 +22,7 @@ from portal.mailsync.connection import (ConnectionPolicy, MailboxError, ServerSe
                                         open_smtp)
 from portal.mailsync.parse import decode_header_value
 from portal.models import (Customer, Direction, FolderRole, LinkState, MailboxLink, MailCustomer, MailDraft,
-                           MailMessage, MailThread, Membership, TrackedLink, utcnow)
+                           MailMessage, MailSource, MailThread, Membership, TrackedLink, utcnow)
 from portal.mailsync.parse import normalise_subject
 from portal.secretbox import SecretBox
 from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, open_token
@@ -160,7 +160,7 @@ def sending_link(session: Session, member: Membership) -> MailboxLink:
 
 
 def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: SendEnvironment) -> SendResult:
-    """Send through the member's SMTP server, store it in its thread, copy it to Sent; SendFailed stores nothing."""
+    """Store it in its thread, send it through the member's SMTP server, copy it to Sent; SendFailed keeps nothing."""
     link = sending_link(session, member)
     to = recipient_address(outgoing.to)
     subject = check_header_text("subject", (outgoing.subject or "").strip())
@@ -178,10 +178,13 @@ def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: Sen
     mime = _mime(member, link, to, subject, message_id, outgoing, sent_at, html_part)
     raw = mime.as_bytes(policy=SMTP_POLICY)
     message.raw, message.size_bytes = raw, len(raw)
+    # Stored before it goes out: a server that files its own Sent copy (Gmail does) may be imported meanwhile,
+    # and the importer must find this message by its Message-ID instead of storing a second one.
+    session.commit()
     try:
         _smtp_send(link, mime, to, env)
     except SendFailed:
-        session.rollback()
+        _withdraw(session, message.id)
         raise
     if outgoing.reply_to is not None:
         session.execute(delete(MailDraft).where(MailDraft.membership_id == member.id,
@@ -194,6 +197,21 @@ def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: Sen
         result.sent_copy_saved = False
         result.warnings.append("送信は完了しましたが、送信済みフォルダへの保存に失敗しました。" + error.message)
     return result
+
+
+def _withdraw(session: Session, message_id: int) -> None:
+    """Remove a stored message the server refused, unless the importer already saw it in Sent (then it did go out)."""
+    session.rollback()
+    if session.scalar(select(MailSource.id).where(MailSource.message_id == message_id).limit(1)) is not None:
+        return
+    thread_id = session.scalar(select(MailMessage.thread_id).where(MailMessage.id == message_id))
+    for model in (TrackedLink, MailCustomer):
+        session.execute(delete(model).where(model.message_id == message_id))
+    session.execute(delete(MailMessage).where(MailMessage.id == message_id))
+    if thread_id is not None and session.scalar(
+            select(MailMessage.id).where(MailMessage.thread_id == thread_id).limit(1)) is None:
+        session.execute(delete(MailThread).where(MailThread.id == thread_id))
+    session.commit()
 
 
 def save_draft(session: Session, member: Membership, reply_to: MailMessage, outgoing: Outgoing,

@@ -309,3 +309,24 @@ def test_runner_refuses_a_disabled_assignee(setup):
     db.session.commit()
     send_due_steps(db.session, START + timedelta(minutes=1), environment(FakeSmtp()))
     assert "利用停止中" in reload(enrollment).last_error
+
+
+def test_a_step_sent_just_before_a_crash_is_not_sent_again(setup, monkeypatch):
+    """The mail went out but the process died before the step advanced: the retry recognises it, sends nothing."""
+    account, owner, customer, sequence, enrollment = setup
+    make_link(owner)
+    smtp = FakeSmtp()
+    from portal.automations import runner
+
+    def crash(enrollment, now):
+        raise RuntimeError("process killed")
+    monkeypatch.setattr(runner, "_advance", crash)
+    now = START + timedelta(minutes=1)
+    assert send_due_steps(db.session, now, environment(smtp)) == 0
+    assert len(smtp.sent) == 1 and reload(enrollment).next_position == 0
+    monkeypatch.undo()
+    assert send_due_steps(db.session, now + RETRY_AFTER, environment(smtp)) == 1
+    assert len(smtp.sent) == 1  # not mailed twice
+    stored = reload(enrollment)
+    assert stored.next_position == 1 and stored.last_message_id is not None
+    assert len(db.session.scalars(select(MailMessage)).all()) == 1
