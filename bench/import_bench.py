@@ -52,6 +52,7 @@ from portal.mailsync.runner import connector, sync_many  # noqa: E402
 from portal.mailsync.verify import find_sent_folder, folder_snapshot  # noqa: E402
 from portal.models import FolderRole, LinkState, MailboxLink, MailMessage, Role, Security, utcnow  # noqa: E402
 from tests.factories import enable_email, make_account, make_customer, make_member  # noqa: E402
+from bench.cpu_share import CPUS, Stopwatch  # noqa: E402
 from tests.integration.servers import Dovecot, MailUser, find_dovecot, make_test_pki  # noqa: E402
 
 DEFAULT_CORPUS = Path("/work/shared/corpus")
@@ -282,54 +283,6 @@ def deliver(dovecot: Dovecot, user: MailUser, messages: list[bytes]) -> float:
 
 # ---- measurements ---------------------------------------------------------------------------------------------
 
-TICKS = os.sysconf("SC_CLK_TCK")
-CPUS = len(os.sched_getaffinity(0))
-NOISY = 0.05  # others' share of the CPUs above which a timed section is reported as skewed
-
-
-def _process_cpu(pid: str) -> float:
-    """CPU seconds of a process and of its reaped children (utime, stime, cutime, cstime)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / TICKS
-
-
-class Stopwatch:
-    """Wall time of a section, and the share of all CPUs that processes other than ours took meanwhile."""
-
-    def __init__(self, dovecot: Dovecot):
-        self.dovecot = dovecot
-        self.seconds = self.others = 0.0
-
-    def __enter__(self) -> "Stopwatch":
-        self._start = self._sample()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        wall, busy, ours = (end - start for start, end in zip(self._start, self._sample()))
-        self.seconds = wall
-        self.others = max(0.0, busy - ours) / (wall * CPUS)
-
-    def _sample(self) -> tuple[float, float, float]:
-        """Now, the machine's busy CPU seconds, and those of this process, its children and its Dovecot."""
-        now = time.perf_counter()
-        ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICKS  # all but idle and iowait; guest is inside user
-        mine = os.times()
-        ours = mine.user + mine.system + mine.children_user + mine.children_system
-        markers = (self.dovecot.instance_name, str(self.dovecot.config_file))
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and any(m in (entry / "cmdline").read_text(errors="replace") for m in markers):
-                    ours += _process_cpu(entry.name)
-            except OSError:  # the process ended while we looked; its time is in its parent's cutime now
-                continue
-        return now, busy, ours
-
-    def note(self) -> str:
-        """How much the rest of the machine competed, for the result line."""
-        return f"others' CPU {self.others:.0%}" + (" (skewed)" if self.others > NOISY else "")
-
-
 def fetch_bodies(client, uidnext: int):
     """Yield the raw bytes of UIDs 1..uidnext-1, UID FETCH BODY.PEEK[] in batches."""
     for first in range(1, uidnext, FETCH_BATCH):
@@ -359,7 +312,7 @@ def parse_fully(raw: bytes) -> bool:
 def bare_loop(dovecot: Dovecot, user: MailUser) -> tuple[int, int, Stopwatch]:
     """Fresh connection, EXAMINE INBOX, fetch and parse every message; returns (messages, read errors, timing)."""
     count = errors = 0
-    with Stopwatch(dovecot) as watch:
+    with Stopwatch((dovecot.instance_name, str(dovecot.config_file))) as watch:
         client = dovecot.connect(user.email, user.password)
         try:
             uidnext = client.select_folder("INBOX", readonly=True)[b"UIDNEXT"]
@@ -376,7 +329,7 @@ def engine_pass(app, dovecot: Dovecot, link_id: int) -> tuple[PassResult, Stopwa
     connect = connector(secret_box(app.config), connection_policy(app.config))
     db.session.expire_all()
     link = db.session.get(MailboxLink, link_id)
-    with Stopwatch(dovecot) as watch:
+    with Stopwatch((dovecot.instance_name, str(dovecot.config_file))) as watch:
         result = sync_link(db.session, link, connect, utcnow, EngineConfig())
     return result, watch
 
@@ -457,7 +410,7 @@ def run_idle(app, dovecot: Dovecot, count: int) -> bool:
 
     workers = app.config["SYNC_WORKERS"]
     connect = connector(secret_box(app.config), connection_policy(app.config))
-    with Stopwatch(dovecot) as watch:
+    with Stopwatch((dovecot.instance_name, str(dovecot.config_file))) as watch:
         results = sync_many(scope, link_ids, connect, utcnow, EngineConfig(), workers=workers)
     failed = [r for r in results if r.skipped or r.error or r.state != LinkState.ACTIVE or r.imported]
     print(f"\nidle pass: {count} links, each its own Dovecot user (linked in {setup_seconds:.1f} s), no new mail, "

@@ -50,6 +50,7 @@ from portal.extensions import db  # noqa: E402
 from portal.mails.services import JST  # noqa: E402
 from portal.models import Customer, Direction, MailCustomer, MailMessage, MailThread, Role, utcnow  # noqa: E402
 from tests.factories import PASSWORD, make_account, make_member  # noqa: E402
+from bench.cpu_share import CPUS, Stopwatch  # noqa: E402
 
 TARGET_MS = 150.0  # p95 of each gated page, from the issue
 WARMUPS = 3
@@ -328,55 +329,6 @@ class SqlCounter:
 
 # ---- measurements ---------------------------------------------------------------------------------------------
 
-TICKS = os.sysconf("SC_CLK_TCK")
-CPUS = len(os.sched_getaffinity(0))
-NOISY = 0.05  # others' share of the CPUs above which a timed section is reported as skewed
-
-
-def _process_cpu(pid: str) -> float:
-    """CPU seconds of a process and of its reaped children (utime, stime, cutime, cstime)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / TICKS
-
-
-class Stopwatch:
-    """The share of all CPUs that processes other than ours (and our database server backends) took meanwhile."""
-
-    def __init__(self, marker: str | None):
-        self.marker = marker  # a PostgreSQL backend's command line names its database
-        self.others = self.steal = 0.0
-
-    def __enter__(self) -> "Stopwatch":
-        self._start = self._sample()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        wall, busy, steal, ours = (end - start for start, end in zip(self._start, self._sample()))
-        self.others = max(0.0, busy - ours) / (wall * CPUS)
-        self.steal = steal / (wall * CPUS)
-
-    def _sample(self) -> tuple[float, float, float, float]:
-        """Now, the machine's busy and stolen CPU seconds, and those of this process and its server backends."""
-        now = time.perf_counter()
-        ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICKS  # all but idle and iowait; guest is inside user
-        mine = os.times()
-        ours = mine.user + mine.system + mine.children_user + mine.children_system
-        if self.marker:
-            for entry in Path("/proc").iterdir():
-                try:
-                    if entry.name.isdigit() and self.marker in (entry / "cmdline").read_text(errors="replace"):
-                        ours += _process_cpu(entry.name)
-                except OSError:  # the process ended while we looked
-                    continue
-        return now, busy, ticks[7] / TICKS, ours
-
-    def note(self) -> str:
-        """How much the rest of the machine competed, for the result line."""
-        return (f"others' CPU {self.others:.0%}, steal {self.steal:.0%}"
-                + (" (skewed)" if self.others > NOISY else ""))
-
-
 @dataclass
 class Page:
     """One timed page: a label, the requests to make (warm-ups first), and whether the target applies."""
@@ -436,7 +388,7 @@ def measure(client, page: Page, counter: SqlCounter, marker: str | None) -> Resu
     for path, query, total in page.requests[:WARMUPS]:
         get_checked(client, page, path, query, total)
     times, statements = [], []
-    with Stopwatch(marker) as watch:
+    with Stopwatch((marker,) if marker else ()) as watch:
         for path, query, total in page.requests[WARMUPS:]:
             counter.reset()
             start = time.perf_counter()
