@@ -53,6 +53,7 @@ from portal.mailsync.verify import find_sent_folder, folder_snapshot  # noqa: E4
 from portal.models import FolderRole, LinkState, MailboxLink, MailMessage, Role, Security, utcnow  # noqa: E402
 from tests.factories import enable_email, make_account, make_customer, make_member  # noqa: E402
 from bench.cpu_share import CPUS, Stopwatch  # noqa: E402
+from bench.sample_text import GIVEN_NAMES, PARAGRAPHS, SURNAMES, TOPICS  # noqa: E402
 from tests.integration.servers import Dovecot, MailUser, find_dovecot, make_test_pki  # noqa: E402
 
 DEFAULT_CORPUS = Path("/work/shared/corpus")
@@ -66,23 +67,8 @@ MIX_CUSTOMERS = 50
 IDLE_MEMBERS_PER_ACCOUNT = 5
 IDLE_CUSTOMERS_PER_ACCOUNT = 10
 
-SURNAMES = ["山田", "田中", "佐藤", "鈴木", "高橋", "伊藤", "渡辺", "中村", "小林", "加藤", "吉田", "山本"]
-GIVEN_NAMES = ["太郎", "花子", "一郎", "美咲", "健太", "由美", "大輔", "直子", "翔太", "恵子"]
 COMPANIES = ["株式会社山田製作所", "田中商事株式会社", "有限会社佐藤工業", "株式会社みらい物流", "青葉システム株式会社",
              "北斗電機株式会社", "株式会社さくら不動産", "東西化学工業株式会社"]
-TOPICS = ["お見積りのご依頼", "打ち合わせ日程のご相談", "納品書送付のご案内", "ご請求書の件", "新製品のご紹介",
-          "契約更新についてのご連絡", "仕様変更のお願い", "発注書の送付について", "展示会ご来場のお礼", "価格改定のお知らせ"]
-PARAGRAPHS = [
-    "先日はお忙しいところお時間をいただき、誠にありがとうございました。",
-    "ご依頼いただきました件につきまして、添付のとおりお見積書をお送りいたします。ご査収のほどよろしくお願いいたします。",
-    "打ち合わせの日程ですが、来週の火曜日または水曜日の午後はいかがでしょうか。ご都合をお聞かせください。",
-    "納期につきましては、ご発注から三週間程度を予定しております。詳細は担当の者より改めてご連絡いたします。",
-    "ご不明な点がございましたら、お気軽にお問い合わせください。",
-    "本件は社内で確認のうえ、今週中に改めてご回答いたします。",
-    "お支払い期日は来月末日となっております。お振込先は請求書に記載の口座をご確認ください。",
-    "仕様の変更に伴い、一部の部品の価格が変わります。変更後の金額は別紙にまとめております。",
-    "引き続き、どうぞよろしくお願い申し上げます。",
-]
 
 
 # ---- test data ------------------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ from portal.mails.services import JST  # noqa: E402
 from portal.models import Customer, Direction, MailCustomer, MailMessage, MailThread, Role, utcnow  # noqa: E402
 from tests.factories import PASSWORD, make_account, make_member  # noqa: E402
 from bench.cpu_share import CPUS, Stopwatch  # noqa: E402
+from bench.sample_text import (COMPANY_STEMS, COMPANY_TRADES, GIVEN_NAMES, PARAGRAPHS, SURNAMES,  # noqa: E402
+                               TOPICS)
 
 TARGET_MS = 150.0  # p95 of each gated page, from the issue
 WARMUPS = 3
@@ -58,39 +60,12 @@ CHUNK = 5_000  # rows per bulk INSERT
 MEMBERS = 5  # the owner and four members
 HTML_SHARE = 0.2
 SEARCH_WORD = "特急対応"  # in about 1% of the bodies and nowhere else
+SEARCH_SENTENCE = f"なお、本件は{SEARCH_WORD}でお願いできますでしょうか。"
 SEARCH_SHARE = 0.01
 HISTORY_DAYS = 730
 ROW = "#message-"  # every mail row (list and timeline) links to its message with this anchor
 CUSTOMER_ROW = re.compile(r'href="/customers/\d+"')
 LOOPBACK = {None, "", "127.0.0.1", "::1", "localhost"}  # no host: a Unix socket on this machine
-
-SURNAMES = ["山田", "田中", "佐藤", "鈴木", "高橋", "伊藤", "渡辺", "中村", "小林", "加藤", "吉田", "山本", "松本",
-            "井上", "木村", "林", "斎藤", "清水", "山口", "森"]
-GIVEN_NAMES = ["太郎", "花子", "一郎", "美咲", "健太", "由美", "大輔", "直子", "翔太", "恵子", "拓也", "陽子"]
-COMPANY_STEMS = ["山田", "田中", "青葉", "北斗", "さくら", "東西", "みらい", "富士", "大和", "朝日", "光", "日本",
-                 "中央", "東京", "関西", "九州", "北海", "新日", "誠和", "協和", "共栄", "昭和", "平成", "丸山", "若葉"]
-COMPANY_TRADES = ["商事", "製作所", "工業", "物流", "システム", "電機", "不動産", "化学", "建設", "食品"]
-TOPICS = ["お見積りのご依頼", "打ち合わせ日程のご相談", "納品書送付のご案内", "ご請求書の件", "新製品のご紹介",
-          "契約更新についてのご連絡", "仕様変更のお願い", "発注書の送付について", "展示会ご来場のお礼", "価格改定のお知らせ",
-          "納期についてのご確認", "サンプル送付のご案内", "保守契約のご提案", "年末年始の営業日のお知らせ"]
-PARAGRAPHS = [
-    "先日はお忙しいところお時間をいただき、誠にありがとうございました。",
-    "ご依頼いただきました件につきまして、添付のとおりお見積書をお送りいたします。ご査収のほどよろしくお願いいたします。",
-    "打ち合わせの日程ですが、来週の火曜日または水曜日の午後はいかがでしょうか。ご都合をお聞かせください。",
-    "納期につきましては、ご発注から三週間程度を予定しております。詳細は担当の者より改めてご連絡いたします。",
-    "ご不明な点がございましたら、お気軽にお問い合わせください。",
-    "本件は社内で確認のうえ、今週中に改めてご回答いたします。",
-    "お支払い期日は来月末日となっております。お振込先は請求書に記載の口座をご確認ください。",
-    "仕様の変更に伴い、一部の部品の価格が変わります。変更後の金額は別紙にまとめております。",
-    "先般ご案内いたしました新製品につきまして、サンプルをご用意いたしました。ご希望の数量をお知らせください。",
-    "契約期間が来月末で満了となりますので、更新のお手続きについてご案内申し上げます。",
-    "展示会では弊社ブースにお立ち寄りいただき、誠にありがとうございました。",
-    "お問い合わせいただいた在庫の件ですが、現在倉庫にて確認中です。明日中にはご連絡できる見込みです。",
-    "恐れ入りますが、ご発注書に押印のうえ、ご返送いただけますと幸いです。",
-    "価格改定の詳細につきましては、添付の資料をご参照ください。何卒ご理解賜りますようお願い申し上げます。",
-]
-SEARCH_SENTENCE = f"なお、本件は{SEARCH_WORD}でお願いできますでしょうか。"
-
 
 # ---- the data -------------------------------------------------------------------------------------------------
 
