@@ -153,3 +153,35 @@ def read_inline_image_token(secret_key: str, token: str) -> tuple[int, int] | No
     if isinstance(payload, list) and len(payload) == 2 and all(type(value) is int for value in payload):
         return payload[0], payload[1]
     return None
+
+
+@dataclass
+class SearchPage:
+    """One page of a text search: its rows and whether more follow (no total: counting would read every body)."""
+
+    items: list[MailMessage]
+    page: int
+    per_page: int
+    has_next: bool
+
+    @property
+    def has_prev(self) -> bool:
+        """True past the first page."""
+        return self.page > 1
+
+    @property
+    def first(self) -> int:
+        """The 1-based number of the first row shown."""
+        return (self.page - 1) * self.per_page + 1 if self.items else 0
+
+    @property
+    def last(self) -> int:
+        """The 1-based number of the last row shown."""
+        return self.first + len(self.items) - 1 if self.items else 0
+
+
+def search_page(session: Session, stmt: Select, page: int, per_page: int) -> SearchPage:
+    """Fetch one page plus one row: newest-first matches stop the scan early, a count would not."""
+    page = max(page, 1)
+    rows = list(session.scalars(stmt.limit(per_page + 1).offset((page - 1) * per_page)).unique())
+    return SearchPage(rows[:per_page], page, per_page, len(rows) > per_page)

@@ -308,3 +308,23 @@ def test_filter_members_keeps_disabled_members(app):
     account, owner = make_account()
     member = make_member(account, Role.USER, state=MembershipState.DISABLED)
     assert member.id in {m.id for m in services.filter_members(db.session, account.id)}
+
+
+def test_text_search_pages_forward_without_counting_every_body(client, auth):
+    """A keyword search shows 次へ while more matches follow, and no total (that would read every body)."""
+    account, owner = make_account()
+    customer = make_customer(account)
+    base = datetime(2026, 8, 1, tzinfo=timezone.utc)
+    for index in range(21):
+        make_message(account, [customer], subject=f"特急{index:02d}", text="特急対応でお願いします",
+                     received_at=base + timedelta(hours=index))
+    make_message(account, [customer], subject="通常", text="通常対応", received_at=base + timedelta(days=5))
+    auth.login_member(owner)
+    first = client.get("/mails?q=特急対応")
+    assert _rows(first)[0] == "特急20" and len(_rows(first)) == 20
+    soup = BeautifulSoup(first.get_data(as_text=True), "html.parser")
+    assert "全" not in soup.select_one("p.text-muted.small.text-center").get_text()
+    next_link = soup.find("a", string="次へ")["href"]
+    second = client.get(next_link)
+    assert _rows(second) == ["特急00"]
+    assert BeautifulSoup(second.get_data(as_text=True), "html.parser").find("a", string="次へ")["href"] == "#"
