@@ -9,7 +9,6 @@ import argparse
 import atexit
 import email
 import email.policy
-import logging
 import os
 import platform
 import random
@@ -23,7 +22,6 @@ import sys
 import tempfile
 import time
 from base64 import encodebytes
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.header import Header
@@ -40,12 +38,11 @@ atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 # The portal must never see the developer's instance folder (database, keys): set before importing it.
 os.environ["PORTAL_INSTANCE_PATH"] = str(WORKDIR / "instance")
 
-from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from portal import create_app  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.mailbox.services import LinkRequest, connection_policy, link_mailbox, secret_box  # noqa: E402
+from portal.mailbox.syncing import session_scope  # noqa: E402
 from portal.mailsync.connection import ServerSettings, close_quietly, open_imap  # noqa: E402
 from portal.mailsync.engine import EngineConfig, PassResult, sync_link  # noqa: E402
 from portal.mailsync.runner import connector, sync_many  # noqa: E402
@@ -53,6 +50,7 @@ from portal.mailsync.verify import find_sent_folder, folder_snapshot  # noqa: E4
 from portal.models import FolderRole, LinkState, MailboxLink, MailMessage, Role, Security, utcnow  # noqa: E402
 from tests.factories import enable_email, make_account, make_customer, make_member  # noqa: E402
 from bench.cpu_share import CPUS, Stopwatch  # noqa: E402
+from bench.portal_app import migrated_app  # noqa: E402
 from bench.sample_text import GIVEN_NAMES, PARAGRAPHS, SURNAMES, TOPICS  # noqa: E402
 from tests.integration.servers import Dovecot, MailUser, find_dovecot, make_test_pki  # noqa: E402
 
@@ -222,16 +220,8 @@ def check_mix(messages: list[bytes], chosen: set[int], customers: set[str]) -> N
 
 def build_app(pki, dovecot: Dovecot):
     """The portal on a throwaway SQLite database whose schema is built by the real migrations."""
-    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{WORKDIR / 'bench.db'}",
-                      "MAIL_CA_FILE": str(pki.ca_file), "MAIL_EXTRA_PORTS": [dovecot.imaps_port],
-                      "ARGON2_TIME_COST": 1, "ARGON2_MEMORY_COST": 1024})
-    with app.app_context():
-        logging.disable(logging.INFO)  # Alembic's per-revision INFO lines are not benchmark output
-        try:
-            upgrade(directory=str(REPO / "migrations"))
-        finally:
-            logging.disable(logging.NOTSET)
-    return app
+    return migrated_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{WORKDIR / 'bench.db'}",
+                         "MAIL_CA_FILE": str(pki.ca_file), "MAIL_EXTRA_PORTS": [dovecot.imaps_port]})
 
 
 def imap_verifier(imap: ServerSettings, smtp: ServerSettings, policy):
@@ -385,15 +375,7 @@ def run_idle(app, dovecot: Dovecot, count: int) -> bool:
         link_ids = make_idle_links(app, dovecot, count)
     setup_seconds = time.perf_counter() - start
 
-    @contextmanager
-    def scope():
-        """A session per link, as portal.mailbox.syncing.run_sync gives the scheduler."""
-        with app.app_context():
-            try:
-                yield db.session
-            finally:
-                db.session.remove()
-
+    scope = session_scope(app)  # a session per link, as the scheduler's run_sync uses
     workers = app.config["SYNC_WORKERS"]
     connect = connector(secret_box(app.config), connection_policy(app.config))
     with Stopwatch((dovecot.instance_name, str(dovecot.config_file))) as watch:

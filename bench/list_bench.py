@@ -6,7 +6,6 @@
 # [--keep]. DATABASE_URL (PostgreSQL on this machine) makes it work in a throwaway database on that server.
 import argparse
 import atexit
-import logging
 import math
 import os
 import platform
@@ -41,16 +40,15 @@ atexit.register(_remove_workdir)
 os.environ["PORTAL_INSTANCE_PATH"] = str(WORKDIR / "instance")
 
 import psycopg  # noqa: E402
-from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import event, func, insert, make_url, select, text  # noqa: E402
 
-from portal import create_app  # noqa: E402
 from portal.config import normalise_database_url  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.mails.services import JST  # noqa: E402
 from portal.models import Customer, Direction, MailCustomer, MailMessage, MailThread, Role, utcnow  # noqa: E402
 from tests.factories import PASSWORD, make_account, make_member  # noqa: E402
 from bench.cpu_share import CPUS, Stopwatch  # noqa: E402
+from bench.portal_app import migrated_app  # noqa: E402
 from bench.sample_text import (COMPANY_STEMS, COMPANY_TRADES, GIVEN_NAMES, PARAGRAPHS, SURNAMES,  # noqa: E402
                                TOPICS)
 
@@ -272,16 +270,8 @@ class ServerDatabase:
 
 def build_app(database_url: str):
     """The portal on the throwaway database, its schema built by the real migrations, with test settings."""
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, "WTF_CSRF_ENABLED": False,
-                      "LOGIN_RATE_LIMIT": "1000 per minute", "SERVER_NAME": None,
-                      "ARGON2_TIME_COST": 1, "ARGON2_MEMORY_COST": 1024})
-    with app.app_context():
-        logging.disable(logging.INFO)  # Alembic's per-revision INFO lines are not benchmark output
-        try:
-            upgrade(directory=str(REPO / "migrations"))
-        finally:
-            logging.disable(logging.NOTSET)
-    return app
+    return migrated_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, "WTF_CSRF_ENABLED": False,
+                         "LOGIN_RATE_LIMIT": "1000 per minute", "SERVER_NAME": None})
 
 
 class SqlCounter:

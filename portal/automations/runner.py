@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from portal.automations.services import complete, stop_for_deleted_customers
-from portal.extensions import db
+from portal.mailbox.syncing import session_scope
 from portal.mails.sending import (AlreadySent, InvalidHeader, NoMailbox, Outgoing, SendEnvironment, SendFailed,
                                   send_environment, send_mail)
 from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
@@ -140,8 +140,5 @@ def send_due_steps(session: Session, now: datetime, env: SendEnvironment) -> int
 
 def run_due_steps(app: Flask) -> int:
     """Send due steps inside an app context (for the scheduler and the CLI); returns how many went out."""
-    with app.app_context():
-        try:
-            return send_due_steps(db.session, utcnow(), send_environment(app.config))
-        finally:
-            db.session.remove()
+    with session_scope(app)() as session:
+        return send_due_steps(session, utcnow(), send_environment(app.config))

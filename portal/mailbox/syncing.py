@@ -15,8 +15,8 @@ def engine_config(config) -> EngineConfig:
     return EngineConfig(size_cap=config["MAIL_SIZE_CAP_BYTES"], batch_size=config["SYNC_BATCH_SIZE"])
 
 
-def run_sync(app: Flask, link_ids: list[int] | None = None) -> list[PassResult]:
-    """One pass over the given links (default: every link that is due), each in its own session."""
+def session_scope(app: Flask):
+    """A factory of sessions for background work: each use gets its own app context and session."""
     @contextmanager
     def scope():
         with app.app_context():
@@ -24,7 +24,12 @@ def run_sync(app: Flask, link_ids: list[int] | None = None) -> list[PassResult]:
                 yield db.session
             finally:
                 db.session.remove()
+    return scope
 
+
+def run_sync(app: Flask, link_ids: list[int] | None = None) -> list[PassResult]:
+    """One pass over the given links (default: every link that is due), each in its own session."""
+    scope = session_scope(app)
     if link_ids is None:
         with scope() as session:
             link_ids = due_link_ids(session, utcnow())
