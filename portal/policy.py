@@ -16,6 +16,7 @@ class Action(str, enum.Enum):
     MANAGE_FEATURES = "manage_features"
     MANAGE_USERS = "manage_users"
     MANAGE_ACCOUNT = "manage_account"
+    CLOSE_ACCOUNT = "close_account"  # disable or cancel the whole account (locks everyone out)
     VIEW_AUDIT_LOG = "view_audit_log"
     VIEW_ALL_LINKS = "view_all_links"  # every member's link state and import log
     READ_MAIL = "read_mail"  # 送受信メール: every member reads all imported mail of the account
@@ -29,6 +30,7 @@ class Action(str, enum.Enum):
 _ALL = {Role.OWNER, Role.ADMIN, Role.MANAGER, Role.USER}
 _MANAGERS_UP = {Role.OWNER, Role.ADMIN, Role.MANAGER}
 _ADMINS_UP = {Role.OWNER, Role.ADMIN}
+_OWNERS = {Role.OWNER}
 
 PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.VIEW_CUSTOMERS: frozenset(_ALL),
@@ -40,6 +42,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.MANAGE_FEATURES: frozenset(_ADMINS_UP),
     Action.MANAGE_USERS: frozenset(_ADMINS_UP),
     Action.MANAGE_ACCOUNT: frozenset(_ADMINS_UP),
+    Action.CLOSE_ACCOUNT: frozenset(_OWNERS),  # as granting the owner role is
     Action.VIEW_AUDIT_LOG: frozenset(_ADMINS_UP),
     Action.VIEW_ALL_LINKS: frozenset(_ADMINS_UP),
     Action.READ_MAIL: frozenset(_ALL),

@@ -6,7 +6,7 @@ from portal.models import AccountStatus, AuditLog
 from portal.policy import Action
 from portal.settings import services
 from portal.settings.forms import AccountSettingsForm
-from portal.web import current_membership, member_required, permission_required, scoped
+from portal.web import authorize, current_membership, member_required, permission_required, scoped
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -42,12 +42,15 @@ STATUS_CHANGES = {
 }
 
 
+CLOSE_OWNERS_ONLY = "アカウントの無効化・解約はオーナーのみが行えます。"
+
+
 @bp.route("/account/<any(disable, cancel):change>", methods=["GET", "POST"])
-@permission_required(Action.MANAGE_ACCOUNT)
+@member_required
 def account_status(change: str):
     """Confirm, then disable or cancel the account (which signs everyone out and unlinks every mailbox)."""
+    membership = authorize(Action.CLOSE_ACCOUNT, CLOSE_OWNERS_ONLY)
     status, title, button, question = STATUS_CHANGES[change]
-    membership = current_membership()
     if request.method == "POST":
         services.change_account_status(db.session, membership.account, membership.user_id, status)
         flash(f"{title}を行いました。", "success")

@@ -12,6 +12,7 @@ DOCUMENTED = {
     Action.MANAGE_FEATURES: {O, A},
     Action.MANAGE_USERS: {O, A},
     Action.MANAGE_ACCOUNT: {O, A},
+    Action.CLOSE_ACCOUNT: {O},
 }
 
 

@@ -20,6 +20,7 @@ def only(allowed: set[str], ok: int = 200) -> dict[str, int]:
 
 PRESET = {"name": "社内", "imap_host": "imap.example.jp", "imap_port": "993", "imap_security": "ssl",
           "smtp_host": "smtp.example.jp", "smtp_port": "587", "smtp_security": "starttls"}
+OWNERS = {"owner"}
 ADMINS = {"owner", "admin"}
 MANAGERS = {"owner", "admin", "manager"}
 EVERYONE = set(ROLES)
@@ -111,8 +112,8 @@ CASES = [
     Case("GET", "/settings/mailbox/links/{link}", only(ADMINS)),
     Case("POST", "/settings/mailbox/reauth", only(EVERYONE, 422), {"imap_password": ""}),
     Case("POST", "/settings/mailbox/unlink", only(EVERYONE, 302)),
-    Case("GET", "/settings/account/disable", only(ADMINS)),
-    Case("POST", "/settings/account/cancel", only(ADMINS, 302)),
+    Case("GET", "/settings/account/disable", only(OWNERS)),
+    Case("POST", "/settings/account/cancel", only(OWNERS, 302)),
 ]
 
 
