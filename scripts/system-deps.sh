@@ -2,7 +2,7 @@
 # Install the Debian packages and start the services the test suite needs (idempotent; needs root).
 set -euo pipefail
 
-PACKAGES=(chromium fonts-noto-cjk dovecot-imapd openssl postgresql)
+PACKAGES=(chromium fonts-noto-cjk dovecot-imapd dovecot-submissiond openssl postgresql)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

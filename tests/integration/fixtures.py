@@ -3,6 +3,7 @@ import secrets
 
 import pytest
 
+from tests.integration.oidc_provider import OidcProvider
 from tests.integration.servers import Dovecot, SmtpServer, find_dovecot, make_test_pki
 
 
@@ -34,6 +35,46 @@ def dovecot(pki):
 def untrusted_dovecot(pki):
     """A second Dovecot presenting the self-signed untrusted certificate (started only when asked for)."""
     yield from _running_dovecot(pki, use_untrusted_cert=True)
+
+
+@pytest.fixture(scope="session")
+def oidc_provider():
+    """The session's OpenID Connect provider on 127.0.0.1 (PKCE enforced, rotating refresh tokens)."""
+    with OidcProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+def provider(oidc_provider):
+    """The session's provider, with its test knobs put back after each test."""
+    yield oidc_provider
+    oidc_provider.access_token_lifetime = 3600
+    oidc_provider.rotate_refresh_tokens = True
+    oidc_provider.id_token_audience = None
+    oidc_provider.token_errors.clear()
+
+
+@pytest.fixture(scope="session")
+def relay_sink(pki):
+    """The aiosmtpd server Dovecot submission relays to (plaintext on loopback, no AUTH): what got sent."""
+    server = SmtpServer(pki, "none", auth_required=False, offer_auth=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot(pki, oidc_provider, relay_sink):
+    """A Dovecot taking XOAUTH2/OAUTHBEARER tokens of oidc_provider (and passwords), IMAP plus submission."""
+    yield from _running_dovecot(pki, oauth2_introspection_url=oidc_provider.introspection_url,
+                                submission_relay_port=relay_sink.port)
+
+
+@pytest.fixture
+def oauth_mail_user(oauth_dovecot, oidc_provider):
+    """A fresh mailbox on oauth_dovecot that is also an account at the provider (password for test set-up)."""
+    user = oauth_dovecot.add_user(f"o{secrets.token_hex(6)}@example.jp", secrets.token_urlsafe(12))
+    oidc_provider.add_user(user.email)
+    return user
 
 
 @pytest.fixture

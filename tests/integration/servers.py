@@ -122,7 +122,7 @@ def _write_key(path, key) -> None:
 
 # Dovecot 2.3 (Debian 12); adapted from the verified template in the team notes.
 DOVECOT_2_3_CONF = r"""
-protocols = imap
+protocols = @PROTOCOLS@
 listen = 127.0.0.1
 base_dir = @RUN@/run
 state_dir = @RUN@/state
@@ -140,13 +140,17 @@ ssl_cert = <@RUN@/etc/cert.pem
 ssl_key = <@RUN@/etc/key.pem
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = @AUTH_MECHANISMS@
 # Failed logins answer at once instead of after 2 s.
 auth_failure_delay = 0
+# No auth cache: a token revoked at the provider must fail at the next login, not an hour later.
+auth_cache_size = 0
+@OAUTH2@
 
 passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%u @RUN@/etc/users/%u
+@PASSWD_MECHANISMS@
 }
 userdb {
   driver = static
@@ -199,13 +203,49 @@ service imap-login {
     ssl = yes
   }
 }
+@SUBMISSION@
+"""
+
+# Token logins (XOAUTH2/OAUTHBEARER) checked by RFC 7662 introspection at the test provider; passwords stay with
+# the passwd-file passdb, so the tests can still fill mailboxes by password.
+DOVECOT_2_3_OAUTH2 = r"""
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = @RUN@/etc/dovecot-oauth2.conf.ext
+}
+"""
+DOVECOT_2_3_OAUTH2_EXT = r"""introspection_mode = post
+introspection_url = @INTROSPECTION_URL@
+username_attribute = username
+active_attribute = active
+active_value = true
+scope = @SCOPE@
+"""
+
+# Submission (SMTP AUTH, incl. XOAUTH2) relaying every accepted message to the aiosmtpd sink.
+DOVECOT_2_3_SUBMISSION = r"""
+hostname = localhost
+submission_relay_host = 127.0.0.1
+submission_relay_port = @RELAY_PORT@
+service submission-login {
+  inet_listener submission {
+    address = 127.0.0.1
+    port = @SUBMISSION_PORT@
+  }
+  inet_listener submissions {
+    address = 127.0.0.1
+    port = @SUBMISSIONS_PORT@
+    ssl = yes
+  }
+}
 """
 
 # Dovecot 2.4 (Debian 13): renamed settings, named passdb/userdb, %{user | domain} variables.
 DOVECOT_2_4_CONF = r"""
 dovecot_config_version = 2.4.0
 dovecot_storage_version = 2.4.0
-protocols = imap
+protocols = @PROTOCOLS@
 listen = 127.0.0.1
 base_dir = @RUN@/run
 state_dir = @RUN@/state
@@ -222,9 +262,12 @@ default_login_user = @LOGIN_USER@
 ssl_server_cert_file = @RUN@/etc/cert.pem
 ssl_server_key_file = @RUN@/etc/key.pem
 auth_allow_cleartext = yes
-auth_mechanisms = plain login
+auth_mechanisms = @AUTH_MECHANISMS@
 # Failed logins answer at once instead of after 2 s.
 auth_failure_delay = 0
+# No auth cache: a token revoked at the provider must fail at the next login, not an hour later.
+auth_cache_size = 0
+@OAUTH2@
 
 passdb passwd-file {
   passwd_file_path = @RUN@/etc/users/%{user}
@@ -285,6 +328,34 @@ service imap-login {
     ssl = yes
   }
 }
+@SUBMISSION@
+"""
+
+# 2.4: the OAuth2 mechanisms no longer go through a passdb; settings live in the oauth2 { } filter.
+DOVECOT_2_4_OAUTH2 = r"""
+oauth2 {
+  introspection_mode = post
+  introspection_url = @INTROSPECTION_URL@
+  username_attribute = username
+  active_attribute = active
+  active_value = true
+  scope = @SCOPE@
+}
+"""
+
+DOVECOT_2_4_SUBMISSION = r"""
+hostname = localhost
+submission_relay_host = 127.0.0.1
+submission_relay_port = @RELAY_PORT@
+service submission-login {
+  inet_listener submission {
+    port = @SUBMISSION_PORT@
+  }
+  inet_listener submissions {
+    port = @SUBMISSIONS_PORT@
+    ssl = yes
+  }
+}
 """
 
 
@@ -305,8 +376,17 @@ class Dovecot:
 
     MAIL_OWNER = "nobody"  # Dovecot refuses to access mail as root
 
-    def __init__(self, pki: Pki, *, use_untrusted_cert: bool = False, mail_fsync: str | None = None):
+    def __init__(self, pki: Pki, *, use_untrusted_cert: bool = False, mail_fsync: str | None = None,
+                 oauth2_introspection_url: str | None = None, oauth2_scope: str = "mail",
+                 submission_relay_port: int | None = None):
         self.host = HOST
+        # Token logins (XOAUTH2/OAUTHBEARER) checked at this RFC 7662 endpoint; None: passwords only.
+        self.oauth2_introspection_url = oauth2_introspection_url
+        self.oauth2_scope = oauth2_scope
+        # Submission (SMTP on submission_port with STARTTLS, implicit TLS on submissions_port) relaying here.
+        self.submission_relay_port = submission_relay_port
+        self.submission_port = free_port() if submission_relay_port else None
+        self.submissions_port = free_port() if submission_relay_port else None
         # Dovecot's own default (optimized) unless asked: "never" is for benchmarks, never for crash-safety tests.
         self.mail_fsync = mail_fsync
         self.imap_port = free_port()
@@ -335,7 +415,13 @@ class Dovecot:
         if os.geteuid() != 0:
             raise RuntimeError("the test Dovecot runs as root (mail owned by nobody): run the tests as root")
         self._prepare_root()
-        self.config_file.write_text(self._render_config(dovecot_version(binary)))
+        version = dovecot_version(binary)
+        self.config_file.write_text(self._render_config(version))
+        if self.oauth2_introspection_url is not None and version < (2, 4):
+            ext = DOVECOT_2_3_OAUTH2_EXT.replace("@INTROSPECTION_URL@", self.oauth2_introspection_url)
+            ext_file = self.root / "etc" / "dovecot-oauth2.conf.ext"
+            ext_file.write_text(ext.replace("@SCOPE@", self.oauth2_scope))
+            os.chmod(ext_file, 0o644)  # read by the auth process (user dovecot)
         for email, password in self.users.items():
             self._write_passwd(email, password)
         with open(self.root / "log" / "master.out", "wb") as out:
@@ -409,6 +495,22 @@ class Dovecot:
             raise
         return client
 
+    def connect_with_token(self, email: str, access_token: str) -> imapclient.IMAPClient:
+        """An IMAPClient logged in by XOAUTH2 over implicit TLS (raises LoginError when refused)."""
+        client = imapclient.IMAPClient(self.host, self.imaps_port, ssl=True, ssl_context=self.ssl_context(),
+                                       timeout=10)
+        try:
+            client.oauth2_login(email, access_token)
+        except Exception:
+            client.shutdown()
+            raise
+        return client
+
+    def flush_auth_cache(self) -> None:
+        """`doveadm auth cache flush` (a no-op with auth_cache_size = 0, but what a real server would need)."""
+        subprocess.run([_doveadm(), "-c", str(self.config_file), "auth", "cache", "flush"], check=True,
+                       capture_output=True, timeout=10)
+
     def append(self, email, password, folder, message_bytes, flags=(), msg_time=None) -> int:
         """APPEND a raw message over TLS and return its UID (Dovecot answers APPENDUID)."""
         with self.connect(email, password) as client:
@@ -457,8 +559,24 @@ class Dovecot:
                   "INTERNAL_GROUP": "dovecot", "LOGIN_USER": "dovenull", "MAIL_UID": owner.pw_uid,
                   "MAIL_GID": owner.pw_gid, "FIRST_UID": owner.pw_uid, "FIRST_GID": owner.pw_gid,
                   "IMAP_PORT": self.imap_port, "IMAPS_PORT": self.imaps_port}
-        text = DOVECOT_2_4_CONF if version >= (2, 4) else DOVECOT_2_3_CONF
-        for name, value in values.items():
+        new_form = version >= (2, 4)
+        text = DOVECOT_2_4_CONF if new_form else DOVECOT_2_3_CONF
+        oauth = self.oauth2_introspection_url is not None
+        # The optional blocks go in first: they carry placeholders of their own.
+        blocks = {
+            "OAUTH2": (DOVECOT_2_4_OAUTH2 if new_form else DOVECOT_2_3_OAUTH2) if oauth else "",
+            "SUBMISSION": "" if not self.submission_relay_port else (
+                DOVECOT_2_4_SUBMISSION if new_form else DOVECOT_2_3_SUBMISSION),
+        }
+        values.update({
+            "PROTOCOLS": "imap submission" if self.submission_relay_port else "imap",
+            "AUTH_MECHANISMS": "plain login xoauth2 oauthbearer" if oauth else "plain login",
+            "PASSWD_MECHANISMS": "  mechanisms = plain login" if oauth else "",
+            "INTROSPECTION_URL": self.oauth2_introspection_url, "SCOPE": self.oauth2_scope,
+            "RELAY_PORT": self.submission_relay_port, "SUBMISSION_PORT": self.submission_port,
+            "SUBMISSIONS_PORT": self.submissions_port,
+        })
+        for name, value in [*blocks.items(), *values.items()]:
             text = text.replace(f"@{name}@", str(value))
         if self.mail_fsync is not None:
             text += f"mail_fsync = {self.mail_fsync}\n"
@@ -477,7 +595,9 @@ class Dovecot:
     def _wait_until_ready(self) -> None:
         """Wait for both listeners, then log a probe user in over TLS (verifying the cert) and in plaintext."""
         deadline = time.monotonic() + START_TIMEOUT
-        for port in (self.imaps_port, self.imap_port):
+        ports = [self.imaps_port, self.imap_port] + ([self.submission_port, self.submissions_port]
+                                                      if self.submission_relay_port else [])
+        for port in ports:
             while not _accepts(self.host, port):
                 if self._process.poll() is not None:
                     raise RuntimeError(f"dovecot exited with code {self._process.returncode}")
@@ -573,13 +693,15 @@ class SmtpServer:
     SECURITIES = ("ssl", "starttls", "none")
 
     def __init__(self, pki: Pki, security: str = "ssl", *, users: dict[str, str] | None = None,
-                 auth_required: bool = True, use_untrusted_cert: bool = False):
+                 auth_required: bool = True, use_untrusted_cert: bool = False, offer_auth: bool = True):
         if security not in self.SECURITIES:
             raise ValueError(f"security must be one of {self.SECURITIES}, not {security!r}")
         self.host = HOST
         self.port: int | None = None
         self.security = security
         self.auth_required = auth_required
+        # Off for a relay target: Dovecot submission would then add MAIL FROM AUTH=, which aiosmtpd refuses (555).
+        self.offer_auth = offer_auth
         self.users: dict[str, str] = dict(users or {})
         self.messages: list[ReceivedMessage] = []
         self.rejected_recipients: set[str] = set()  # RCPT TO these gets 550, like an unknown mailbox
@@ -599,7 +721,8 @@ class SmtpServer:
             tls_context=tls if self.security == "starttls" else None,
             # aiosmtpd only counts a STARTTLS upgrade as "TLS", so on an implicit-TLS port it would answer AUTH
             # with 538; starttls keeps AUTH hidden until after STARTTLS, "none" allows it in plaintext.
-            auth_require_tls=self.security == "starttls",
+            # Not offering AUTH at all (relay target): aiosmtpd hides it until TLS, which a "none" server never has.
+            auth_require_tls=self.security == "starttls" or not self.offer_auth,
             # MAIL-before-AUTH is refused by _Recorder.handle_MAIL: aiosmtpd's own auth_required warns whenever
             # auth_require_tls is off (which implicit TLS needs).
             auth_required=False,
