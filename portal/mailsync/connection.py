@@ -22,7 +22,8 @@ class ServerSettings:
     port: int
     security: Security
     username: str
-    password: str = field(repr=False)
+    password: str = field(repr=False)  # the access token when xoauth2 is set
+    xoauth2: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,23 @@ def open_imap(settings: ServerSettings, policy: ConnectionPolicy) -> IMAPClient:
     try:
         if settings.security == Security.STARTTLS:
             client.starttls(policy.ssl_context())
-        if (settings.username + settings.password).isascii():
+        if settings.xoauth2:
+            client.sasl_login("XOAUTH2", xoauth2_responder(settings.username, settings.password))
+        elif (settings.username + settings.password).isascii():
             client.login(settings.username, settings.password)
         else:  # LOGIN cannot carry non-ASCII; AUTHENTICATE PLAIN sends UTF-8
             client.plain_login(settings.username, settings.password)
         return client
     except LoginError as error:
         close_quietly(client)
+        if settings.xoauth2:
+            raise token_refused_imap() from error
         raise MailboxError("imap_login", "IMAPサーバーにログインできません。ユーザー名とパスワードを確認してください。") from error
+    except IMAPClient.AbortError as error:  # Exchange Online: "BYE ... AccessTokenExpired"
+        close_quietly(client)
+        if settings.xoauth2 and is_token_expiry(error):
+            raise token_refused_imap() from error
+        raise MailboxError("not_imap", "IMAPサーバーが接続を受け付けません。暗号化の設定を確認してください。") from error
     except IMAPClient.Error as error:
         close_quietly(client)
         raise MailboxError("not_imap", "IMAPサーバーが接続を受け付けません。暗号化の設定を確認してください。") from error
@@ -134,10 +144,15 @@ def open_smtp(settings: ServerSettings, policy: ConnectionPolicy) -> smtplib.SMT
         if settings.security == Security.STARTTLS:
             smtp.starttls(context=policy.ssl_context())
             smtp.ehlo()
-        _smtp_login(smtp, settings.username, settings.password)
+        if settings.xoauth2:
+            smtp.auth("XOAUTH2", xoauth2_responder(settings.username, settings.password), initial_response_ok=True)
+        else:
+            _smtp_login(smtp, settings.username, settings.password)
         return smtp
     except smtplib.SMTPAuthenticationError as error:
         close_quietly(smtp)
+        if settings.xoauth2:
+            raise smtp_token_error(error) from error
         raise MailboxError("smtp_login", "SMTPサーバーにログインできません。ユーザー名とパスワードを確認してください。") from error
     except smtplib.SMTPException as error:
         close_quietly(smtp)
@@ -146,6 +161,45 @@ def open_smtp(settings: ServerSettings, policy: ConnectionPolicy) -> smtplib.SMT
     except (OSError, ssl.SSLError) as error:
         close_quietly(smtp)
         raise network_error("SMTP", error) from error
+
+
+def token_refused_imap() -> MailboxError:
+    """IMAP refused the access token (AUTHENTICATIONFAILED or AccessTokenExpired)."""
+    return MailboxError("imap_token", "IMAPサーバーがアクセストークンを受け付けませんでした。"
+                                      "メールボックスでIMAPが有効か、管理者に確認してください。")
+# Codes of a refused token: the connector refreshes once and retries before giving up.
+TOKEN_REFUSED_CODES = frozenset({"imap_token", "smtp_token"})
+
+
+def xoauth2_responder(username: str, access_token: str):
+    """SASL XOAUTH2 for imaplib/smtplib: the initial response, then an empty line to an error challenge.
+
+    After a refused token the server sends a JSON error as a challenge; the client must answer with an empty
+    line (Google's XOAUTH2 protocol). imapclient's oauth2_login sends the token again, which some servers hang on.
+    """
+    initial = f"user={username}\x01auth=Bearer {access_token}\x01\x01"
+
+    def respond(challenge: bytes | None = None) -> str:
+        """Empty challenge (or smtplib's initial-response call): the token; anything else: an error, answer ""."""
+        return "" if challenge else initial
+    return respond
+
+
+def is_token_expiry(error: BaseException) -> bool:
+    """Exchange Online drops sessions with "BYE Session invalidated - AccessTokenExpired"."""
+    return "AccessTokenExpired" in str(error)
+
+
+def smtp_token_error(error: smtplib.SMTPAuthenticationError) -> MailboxError:
+    """535 for a refused token; 5.7.139 means the tenant or mailbox has SMTP AUTH turned off."""
+    text = error.smtp_error.decode("utf-8", "replace") if isinstance(error.smtp_error, bytes) else str(error.smtp_error)
+    if "5.7.139" in text:
+        return MailboxError("smtp_auth_disabled",
+                            "このメールボックスではSMTP認証（SMTP AUTH）が無効になっています。Microsoft 365 管理センターで、"
+                            "このユーザーの「メール」→「メールアプリの管理」にある「認証済み SMTP」を有効にするよう、"
+                            "テナントの管理者に依頼してください（組織全体で無効な場合は Exchange の "
+                            "SmtpClientAuthenticationDisabled の設定も確認が必要です）。")
+    return MailboxError("smtp_token", "SMTPサーバーがアクセストークンを受け付けませんでした。")
 
 
 def _smtp_login(smtp: smtplib.SMTP, username: str, password: str) -> None:

@@ -285,7 +285,7 @@ class OidcProvider:
         with self.lock:
             return next((t for t in self.tokens if token_string in (t.access_token, t.refresh_token)), None)
 
-    def issue_token_directly(self, client: Client, email: str, scope: str = f"openid email {MAIL_SCOPE}") -> Token:
+    def issue_token_directly(self, client: Client, email: str, scope: str = f"openid email offline_access {MAIL_SCOPE}") -> Token:
         """A token for the user without the browser dance (for tests of IMAP/SMTP, not of the flow)."""
         user = self.users[email.lower()]
         token = Token(client.client_id, user, scope, secrets.token_urlsafe(32), secrets.token_urlsafe(32),
