@@ -7,12 +7,12 @@ from portal.models.customer import Customer
 from portal.models.mail import (Direction, ImportLogEntry, MailAttachment, MailCustomer, MailDraft, MailMessage,
                                 MailSource, MailTemplate, MailThread, TrackedLink, TrackingEvent, TrackingKind)
 from portal.models.features import EMAIL_FEATURE, BillingEvent, FeatureContract
-from portal.models.mailbox import (FolderRole, LinkState, MailboxFolder, MailboxLink, MailboxPreset, Security,
-                                   UnlinkReason)
+from portal.models.mailbox import (AuthMethod, FolderRole, LinkState, MailboxFolder, MailboxLink, MailboxPreset,
+                                   OAuthProvider, Security, UnlinkReason)
 from portal.models.sales import Enrollment, EnrollmentState, Sequence, SequenceStep, StopReason
 
 __all__ = ["Enrollment", "EnrollmentState", "MailDraft", "MailTemplate", "Sequence", "SequenceStep", "StopReason",
            "TrackedLink", "TrackingEvent", "TrackingKind", "Direction", "ImportLogEntry", "MailAttachment", "MailCustomer", "MailMessage", "MailSource", "MailThread",
            "Account", "AccountStatus", "AuditLog", "Base", "BillingEvent", "Customer", "EMAIL_FEATURE",
-           "FeatureContract", "FolderRole", "LinkState", "LoginSession", "MailboxFolder", "MailboxLink",
+           "AuthMethod", "OAuthProvider", "FeatureContract", "FolderRole", "LinkState", "LoginSession", "MailboxFolder", "MailboxLink",
            "MailboxPreset", "Membership", "MembershipState", "Role", "Security", "UnlinkReason", "User", "utcnow"]

@@ -17,6 +17,21 @@ class Security(str, enum.Enum):
     NONE = "none"
 
 
+class AuthMethod(str, enum.Enum):
+    """How a mailbox logs in: a password, or OAuth2 tokens (XOAUTH2)."""
+
+    PASSWORD = "password"
+    OAUTH2 = "oauth2"
+
+
+class OAuthProvider(str, enum.Enum):
+    """Who issues the tokens of an OAuth2 preset."""
+
+    MICROSOFT = "microsoft"
+    GOOGLE = "google"
+    OIDC = "oidc"
+
+
 class LinkState(str, enum.Enum):
     """A mailbox link's state as the member sees it."""
 
@@ -58,12 +73,31 @@ class MailboxPreset(Base):
     smtp_host: Mapped[str] = mapped_column(String(253))
     smtp_port: Mapped[int] = mapped_column(Integer)
     smtp_security: Mapped[Security] = mapped_column(string_enum(Security, "preset_smtp_security"))
+    auth_method: Mapped[AuthMethod] = mapped_column(string_enum(AuthMethod, "preset_auth_method"),
+                                                    default=AuthMethod.PASSWORD, server_default="password")
+    oauth_provider: Mapped[OAuthProvider | None] = mapped_column(string_enum(OAuthProvider, "preset_oauth_provider"))
+    oauth_discovery_url: Mapped[str | None] = mapped_column(String(2000))
+    oauth_scopes: Mapped[str | None] = mapped_column(String(1000))
+    oauth_tenant: Mapped[str | None] = mapped_column(String(254))
+    oauth_client_id: Mapped[str | None] = mapped_column(String(255))
+    # Encrypted with the mailbox key, bound to this row and column; never shown again.
+    oauth_client_secret_encrypted: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def uses_oauth(self) -> bool:
+        """True for an OAuth2 preset."""
+        return self.auth_method == AuthMethod.OAUTH2
 
 
 class MailboxLink(Base):
     """One member's linked mailbox; it keeps its own copy of the server settings."""
+
+    @property
+    def uses_oauth(self) -> bool:
+        """True for a link that logs in with OAuth2 tokens."""
+        return self.auth_method == AuthMethod.OAUTH2
 
     __tablename__ = "mailbox_links"
     __table_args__ = (
@@ -86,6 +120,15 @@ class MailboxLink(Base):
     smtp_security: Mapped[Security] = mapped_column(string_enum(Security, "link_smtp_security"))
     smtp_username: Mapped[str] = mapped_column(String(254))
     smtp_password_encrypted: Mapped[str] = mapped_column(Text, default="")
+    auth_method: Mapped[AuthMethod] = mapped_column(string_enum(AuthMethod, "link_auth_method"),
+                                                    default=AuthMethod.PASSWORD, server_default="password")
+    # OAuth2 links: the preset holding the provider app (a preset in use cannot be deleted), the signed-in
+    # subject (a re-consent must be the same account), and the tokens, encrypted and bound like passwords.
+    preset_id: Mapped[int | None] = mapped_column(ForeignKey("mailbox_presets.id"), index=True)
+    oauth_subject: Mapped[str | None] = mapped_column(String(255))
+    oauth_access_token_encrypted: Mapped[str] = mapped_column(Text, default="", server_default="")
+    oauth_refresh_token_encrypted: Mapped[str] = mapped_column(Text, default="", server_default="")
+    oauth_expires_at: Mapped[datetime | None] = mapped_column()
     state: Mapped[LinkState] = mapped_column(string_enum(LinkState, "link_state"), default=LinkState.ACTIVE)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column()
@@ -100,6 +143,7 @@ class MailboxLink(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column()
 
     membership: Mapped[Membership] = relationship()
+    preset: Mapped[MailboxPreset | None] = relationship()
     folders: Mapped[list["MailboxFolder"]] = relationship(back_populates="link", order_by="MailboxFolder.id")
 
 

@@ -3,20 +3,11 @@
 Only the discovery URL, the scopes and a few request parameters differ; everything else runs through one
 Authlib code path (portal/oauth/client.py).
 """
-import enum
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from portal.models.mailbox import Security
-
-
-class OAuthProvider(str, enum.Enum):
-    """Who issues the tokens."""
-
-    MICROSOFT = "microsoft"
-    GOOGLE = "google"
-    OIDC = "oidc"
+from portal.models.mailbox import OAuthProvider, Security
 
 
 PROVIDER_LABELS = {OAuthProvider.MICROSOFT: "Microsoft 365", OAuthProvider.GOOGLE: "Google Workspace",
