@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from portal.mailsync.parse import Address, parse_message
-from tests.unit.test_parse import assert_clean
+from tests.mailtext import assert_clean
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 NOT_MAIL = re.compile(r"^(LICENSE|COPYING|README|SOURCES|MANIFEST)", re.IGNORECASE)

@@ -6,7 +6,7 @@ from playwright.sync_api import expect
 
 from portal.extensions import db
 from portal.settings import services
-from tests.e2e.conftest import chromium_page, log_in, record_console_error
+from tests.e2e.browser import chromium_page, log_in, record_console_error
 
 pytestmark = pytest.mark.browser
 

@@ -8,7 +8,7 @@ from portal.features.forms import AGREE
 from portal.mailservers.services import PresetData, create_preset
 from portal.models import Membership, Role, Security
 from portal.settings import services
-from tests.e2e.conftest import assert_only_portal, chromium_page, keep_screenshot, log_in, watch
+from tests.e2e.browser import assert_only_portal, chromium_page, keep_screenshot, log_in, watch
 from tests.factories import PASSWORD, enable_email, make_account, make_member
 
 pytestmark = pytest.mark.browser

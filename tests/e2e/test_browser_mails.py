@@ -13,9 +13,9 @@ from portal.extensions import db
 from portal.mailtemplates.services import TemplateData, create_template
 from portal.models import Direction, MailMessage, Role
 from portal.users.services import add_member
-from tests.e2e.conftest import assert_only_portal, chromium_page, keep_screenshot, log_in, watch
+from tests.e2e.browser import assert_only_portal, chromium_page, keep_screenshot, log_in, watch
 from tests.factories import PASSWORD, enable_email, make_account, make_customer, make_message
-from tests.integration.test_import_engine import CUSTOMER, Mailbox, mail
+from tests.integration.mailbox import CUSTOMER, Mailbox, mail
 
 pytestmark = pytest.mark.browser
 

@@ -14,7 +14,7 @@ from portal.mails.sending import SendEnvironment
 from portal.models import Direction, Enrollment, EnrollmentState, MailMessage, MailTemplate, StopReason, utcnow
 from portal.secretbox import SecretBox
 from tests.factories import TEST_KEY, enable_email, make_account, make_customer
-from tests.integration.test_import_engine import Mailbox, mail
+from tests.integration.mailbox import Mailbox, mail
 
 CUSTOMER = "yamada@client.example"
 

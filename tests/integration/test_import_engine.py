@@ -1,72 +1,18 @@
 """The import engine against a real Dovecot: each rule, exactly-once storage, read-only access, errors."""
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import make_msgid
 
-import pytest
 from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.mailbox.services import LinkRequest, link_mailbox
-from portal.mailsync.connection import ConnectionPolicy, ServerSettings
-from portal.mailsync.engine import EngineConfig, sync_link
+from portal.mailsync.connection import ConnectionPolicy
+from portal.mailsync.engine import EngineConfig
 from portal.mailsync.runner import connector
-from portal.models import (Direction, ImportLogEntry, LinkState, MailCustomer, MailMessage, MailSource, Role,
-                           Security, utcnow)
+from portal.models import Direction, ImportLogEntry, LinkState, MailCustomer, MailMessage, MailSource, Role, utcnow
 from portal.secretbox import SecretBox
 from tests.factories import TEST_KEY, enable_email, make_account, make_customer, make_member
-
-CUSTOMER = "yamada@client.example"
-
-
-def mail(sender, to, subject="ご提案の件", cc=None, body="本文です。", message_id=None, when=None) -> bytes:
-    """A small message as a mail client would write it."""
-    message = EmailMessage()
-    message["From"], message["To"], message["Subject"] = sender, to, subject
-    if cc:
-        message["Cc"] = cc
-    message["Message-ID"] = message_id or make_msgid(domain="test.example")
-    message["Date"] = format_datetime(when or datetime.now(timezone.utc))
-    message.set_content(body)
-    return message.as_bytes().replace(b"\n", b"\r\n")
-
-
-class Mailbox:
-    """A linked test mailbox: the member, the Dovecot user, and helpers to deliver mail and run passes."""
-
-    def __init__(self, dovecot, pki, user, member, smtp):
-        self.dovecot, self.user, self.member = dovecot, user, member
-        self.policy = ConnectionPolicy(ca_file=str(pki.ca_file), extra_ports=(dovecot.imaps_port, smtp.port))
-        smtp.add_user(user.email, user.password)
-        imap = ServerSettings("127.0.0.1", dovecot.imaps_port, Security.SSL, user.email, user.password)
-        smtp_settings = ServerSettings("127.0.0.1", smtp.port, Security.SSL, user.email, user.password)
-        self.link = link_mailbox(db.session, member, LinkRequest(user.email, imap, smtp_settings), self.policy,
-                                 SecretBox(TEST_KEY), utcnow())
-
-    def deliver(self, raw: bytes, folder: str = "INBOX", when: datetime | None = None) -> int:
-        """Append a message to the server, as if it had just arrived."""
-        return self.dovecot.append(self.user.email, self.user.password, folder, raw, msg_time=when)
-
-    def sync(self, config: EngineConfig = EngineConfig(), connect=None):
-        """Run one pass of the engine over this link."""
-        db.session.expire_all()
-        return sync_link(db.session, self.link, connect or connector(SecretBox(TEST_KEY), self.policy), utcnow,
-                         config)
-
-
-@pytest.fixture
-def account(app):
-    """An account with メール on, its owner, and the customer yamada@client.example."""
-    account, owner = make_account()
-    enable_email(account, owner)
-    make_customer(account, name="山田 太郎", email=CUSTOMER)
-    return account, owner
-
-
-@pytest.fixture
-def mailbox(account, dovecot, pki, mail_user, smtp_ssl):
-    """The owner's mailbox, linked for real."""
-    return Mailbox(dovecot, pki, mail_user, account[1], smtp_ssl)
+from tests.integration.mailbox import CUSTOMER, Mailbox, mail
 
 
 def stored(account_id=None) -> list[MailMessage]:

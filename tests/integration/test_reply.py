@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import Direction, MailMessage, MailSource, TrackedLink
-from tests.integration.test_import_engine import CUSTOMER, Mailbox, account, mail  # noqa: F401  (fixture)
+from tests.integration.mailbox import CUSTOMER, Mailbox, mail
 
 
 @pytest.fixture

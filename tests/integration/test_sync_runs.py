@@ -11,7 +11,7 @@ from portal.mailsync.runner import due_link_ids
 from portal.models import AccountStatus, LinkState, MailMessage, utcnow
 from portal.models import Role
 from tests.factories import enable_email, make_account, make_customer, make_link, make_member
-from tests.integration.test_import_engine import CUSTOMER, Mailbox, mail
+from tests.integration.mailbox import CUSTOMER, Mailbox, mail
 
 
 def test_due_links_skip_backoff_reauth_disabled_accounts_and_feature_off(app):

@@ -1,6 +1,5 @@
 """Stop on reply and the due-step runner, without mail servers (models, a fake SMTP and a fake IMAP)."""
-from datetime import datetime, timedelta, timezone
-from email import message_from_bytes
+from datetime import timedelta
 from email.header import decode_header, make_header
 from itertools import count
 
@@ -10,14 +9,13 @@ from sqlalchemy import select
 from portal.automations import services
 from portal.automations.runner import RETRY_AFTER, send_due_steps
 from portal.extensions import db
-from portal.mails.sending import SendEnvironment
-from portal.mailsync.connection import ConnectionPolicy
 from portal.models import (Direction, Enrollment, EnrollmentState, MailCustomer, MailMessage, MailTemplate,
                            MembershipState, Role, StopReason)
-from portal.secretbox import SecretBox
-from tests.factories import TEST_KEY, enable_email, make_account, make_customer, make_link, make_member
+from tests.factories import enable_email, make_account, make_customer, make_link, make_member
+from tests.fakes import FAKE_NOW, FakeSmtp, environment
 
-START = datetime(2025, 4, 1, 9, 0, 0, 500000, tzinfo=timezone.utc)
+# Scenarios start when the fake send environment's clock stands.
+START = FAKE_NOW
 _keys = count(1)
 
 
@@ -159,61 +157,6 @@ def test_finished_enrollments_are_left_alone(setup):
 
 
 # --- the due-step runner with a fake SMTP and IMAP server ---------------------------------------------------
-
-class FakeSmtp:
-    """Records what would have been sent; can refuse instead."""
-
-    def __init__(self, refuse=False):
-        """Start with nothing sent."""
-        self.sent, self.refuse = [], refuse
-
-    def connect(self, settings, policy):
-        """open_smtp stand-in."""
-        return self
-
-    def send_message(self, mime, from_addr, to_addrs):
-        """Record the message (or refuse the recipient)."""
-        import smtplib
-        if self.refuse:
-            raise smtplib.SMTPRecipientsRefused({to_addrs[0]: (550, b"no such user")})
-        self.sent.append(message_from_bytes(mime.as_bytes()))
-
-    def close(self):
-        """Nothing to close."""
-
-
-class FakeImap:
-    """Accepts the copy to Sent."""
-
-    def __init__(self):
-        """Start with nothing appended."""
-        self.appended = []
-
-    def connect(self, settings, policy):
-        """open_imap stand-in."""
-        return self
-
-    def select_folder(self, name):
-        """Nothing to select."""
-
-    def search(self, criteria):
-        """No copy exists yet."""
-        return []
-
-    def append(self, folder, raw, flags=(), msg_time=None):
-        """Record the copy."""
-        self.appended.append(folder)
-
-    def close(self):
-        """Nothing to close."""
-
-
-def environment(smtp, imap=None) -> SendEnvironment:
-    """A send environment with fake connectors."""
-    return SendEnvironment(box=SecretBox(TEST_KEY), policy=ConnectionPolicy(), public_base_url="https://portal.test",
-                           secret_key="secret", now=lambda: START, open_smtp=smtp.connect,
-                           open_imap=(imap or FakeImap()).connect)
-
 
 def subject_of(mime) -> str:
     """The decoded Subject header."""

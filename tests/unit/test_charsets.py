@@ -2,33 +2,7 @@
 import pytest
 
 from portal.mailsync.charsets import clean, decode_iso2022jp, decode_text
-
-ESC_KANJI, ESC_ASCII, ESC_KANA = b"\x1b$B", b"\x1b(B", b"\x1b(I"
-
-
-def jis(text: str) -> bytes:
-    """ISO-2022-JP bytes written the way Outlook does (NEC/IBM characters included), via Shift_JIS."""
-    out, in_kanji = bytearray(), False
-    for char in text:
-        if ord(char) < 0x80:
-            if in_kanji:
-                out += ESC_ASCII
-                in_kanji = False
-            out += char.encode()
-            continue
-        high, low = char.encode("cp932")
-        high -= 0x70 if high < 0xA0 else 0xB0
-        high *= 2
-        if low < 0x9F:
-            high -= 1
-            low -= 0x1F + (1 if low > 0x7F else 0)
-        else:
-            low -= 0x7E
-        if not in_kanji:
-            out += ESC_KANJI
-            in_kanji = True
-        out += bytes((high, low))
-    return bytes(out + (ESC_ASCII if in_kanji else b""))
+from tests.mailtext import ESC_ASCII, ESC_KANA, jis
 
 
 def test_nec_and_ibm_extensions_survive_iso2022jp():

@@ -1,6 +1,5 @@
 """Raw message bytes become a ParsedMessage: Japanese headers and bodies decoded, odd mail never raising."""
 import base64
-import dataclasses
 import random
 import time
 from datetime import datetime, timedelta, timezone
@@ -9,7 +8,7 @@ import pytest
 
 from portal.mailsync.parse import (Address, ParsedMessage, decode_header_value, normalise_subject, parse_addresses,
                                    parse_message)
-from tests.unit.test_charsets import jis
+from tests.mailtext import assert_clean, jis
 
 CRLF = b"\r\n"
 
@@ -24,23 +23,6 @@ def b_word(text: str, charset: str, data: bytes | None = None) -> str:
     """One RFC 2047 B-encoded word."""
     data = text.encode(charset) if data is None else data
     return f"=?{charset}?B?{base64.b64encode(data).decode()}?="
-
-
-def assert_clean(parsed: ParsedMessage) -> None:
-    """No string anywhere in the result holds a NUL or a lone surrogate."""
-    def strings(value):
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                yield from strings(item)
-        elif dataclasses.is_dataclass(value):
-            for item in dataclasses.fields(value):
-                yield from strings(getattr(value, item.name))
-
-    for text in strings(parsed):
-        assert "\x00" not in text
-        text.encode("utf-8")  # raises on a lone surrogate
 
 
 # --- headers -------------------------------------------------------------------------------------------------

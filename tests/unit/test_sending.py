@@ -6,7 +6,7 @@ from portal.extensions import db
 from portal.mails.sending import Outgoing, SendFailed, send_mail
 from portal.models import FolderRole, MailMessage, MailSource, MailThread, TrackedLink
 from tests.factories import enable_email, make_account, make_customer, make_link
-from tests.unit.test_automation_stop import FakeImap, FakeSmtp, environment
+from tests.fakes import FakeImap, FakeSmtp, environment
 
 BODY = "資料はこちらです: https://example.jp/catalog"
 
