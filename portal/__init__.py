@@ -44,6 +44,7 @@ def register_blueprints(app: Flask) -> None:
     from portal.automations.routes import bp as automations_bp
     from portal.customers.routes import bp as customers_bp
     from portal.features.routes import bp as features_bp
+    from portal.mailbox.oauth_routes import bp as mailbox_oauth_bp
     from portal.mailbox.routes import bp as mailbox_bp
     from portal.mailservers.routes import bp as mailservers_bp
     from portal.mails.routes import bp as mails_bp
@@ -53,7 +54,7 @@ def register_blueprints(app: Flask) -> None:
     from portal.tracking.routes import bp as tracking_bp
     from portal.users.routes import bp as users_bp
     for blueprint in (auth_bp, main_bp, customers_bp, mails_bp, settings_bp, users_bp, features_bp,
-                      mailservers_bp, mailbox_bp, mailtemplates_bp, automations_bp, tracking_bp):
+                      mailservers_bp, mailbox_bp, mailtemplates_bp, automations_bp, tracking_bp, mailbox_oauth_bp):
         app.register_blueprint(blueprint)
 
 

@@ -5,6 +5,7 @@ from portal.extensions import db
 from portal.features.services import FeatureOff, is_enabled
 from portal.mailbox import services
 from portal.mailbox.forms import LinkForm, ReauthForm
+from portal.mailbox.oauth_routes import sign_in_label
 from portal.mailbox.syncing import run_sync
 from portal.mailsync.connection import MailboxError, ServerSettings
 from portal.mailsync.rules import EXCLUSION_LABELS
@@ -55,7 +56,11 @@ def index():
             flash("すでにメールボックスを連携しています。", "warning")
         return _status_page(link, ReauthForm())
     form = LinkForm()
-    form.set_presets(services.presets_of(db.session, membership.account_id))
+    presets = services.presets_of(db.session, membership.account_id)
+    form.set_presets([preset for preset in presets if not preset.uses_oauth])
+    chosen = _chosen_preset(form) if request.method == "POST" else None
+    if chosen is not None and chosen.uses_oauth:  # the sign-in flow starts from this form too (307 keeps the POST)
+        return redirect(url_for("mailbox_oauth.start"), code=307)
     form.offer_plaintext(current_app.config["MAIL_ALLOW_PLAINTEXT"])
     if request.method == "GET":
         form.email.data = form.imap_username.data = membership.user.email
@@ -65,6 +70,8 @@ def index():
         flash("メールボックスを連携しました。これ以降に送受信したお客様とのメールが取り込まれます。", "success")
         return redirect(url_for("mailbox.index"))
     return render_template("mailbox/form.html", form=form, reason_labels=services.UNLINK_REASON_LABELS,
+                           oauth_presets=[preset for preset in presets if preset.uses_oauth],
+                           sign_in_label=sign_in_label,
                            previous=services.latest_unlinked(db.session, membership.id)), \
         422 if request.method == "POST" else 200
 

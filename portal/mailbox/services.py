@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from portal import audit
 from portal.auth.services import normalise_email
 from portal.features.services import FeatureOff, is_enabled
+from portal.mailbox import oauth
 from portal.mailsync.connection import ConnectionPolicy, ServerSettings
 from portal.mailsync.verify import FolderSnapshot, verify_mailbox
 from portal.models import (EMAIL_FEATURE, ImportLogEntry, LinkState, MailboxFolder, MailboxLink, MailboxPreset, Membership,
@@ -152,6 +153,9 @@ def _unlink(session: Session, link: MailboxLink, reason: UnlinkReason, actor_use
     link.unlinked_at = now
     link.imap_password_encrypted = ""
     link.smtp_password_encrypted = ""
+    if link.uses_oauth:  # revoked at the provider once this unlink is committed
+        oauth.queue_revocation(session, link)
+        oauth.wipe_tokens(link)
     audit.record(session, link.account_id, actor_user_id, "mailbox.unlink", "mailbox_link", link.id,
                  reason=reason.value, email=link.email)
 

@@ -168,6 +168,18 @@ class ProviderClient:
         session = self._session(redirect_uri=redirect_uri)
         token = self._token_call(lambda: session.fetch_token(metadata["token_endpoint"], code=code,
                                                              code_verifier=code_verifier), exchanging=True)
+        try:
+            return self._checked(token, nonce, metadata)
+        except OAuthError:
+            if token.get("refresh_token"):  # a token we will not keep is given back
+                try:
+                    self.revoke(token["refresh_token"])
+                except OAuthError:
+                    pass
+            raise
+
+    def _checked(self, token: dict, nonce: str, metadata: dict) -> tuple[TokenSet, Identity]:
+        """The exchanged token's checks: access token, mail scopes, refresh token, ID token."""
         if not token.get("access_token"):
             raise OAuthError("provider_error", "認証サーバーからアクセストークンを受け取れませんでした。")
         granted = set(str(token.get("scope") or self.app.scope).split())

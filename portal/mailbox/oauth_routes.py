@@ -1,0 +1,137 @@
+"""メールボックス連携 by OAuth2: 「… でサインインして連携」 starts the code flow, the callback finishes it."""
+import secrets
+import time
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+
+from portal.extensions import db
+from portal.features.services import FeatureOff, is_enabled
+from portal.mailbox import oauth, services
+from portal.mailsync.connection import MailboxError
+from portal.models import LinkState, MailboxPreset, utcnow
+from portal.oauth.client import OAuthError
+from portal.oauth.providers import PROVIDER_LABELS
+from portal.policy import Action
+from portal.web import current_membership, get_scoped_or_404, permission_required
+
+bp = Blueprint("mailbox_oauth", __name__, url_prefix="/settings/mailbox/oauth")
+
+PENDING_KEY = "oauth_link"
+PENDING_MAX_AGE_SECONDS = 600
+CALLBACK_PATH = "/settings/mailbox/oauth/callback"
+
+
+def redirect_uri() -> str:
+    """PUBLIC_BASE_URL + the callback path: what the company registers at the provider."""
+    base = current_app.config.get("PUBLIC_BASE_URL") or request.host_url.rstrip("/")
+    return base + CALLBACK_PATH
+
+
+def sign_in_label(preset: MailboxPreset) -> str:
+    """「Microsoft 365 でサインインして連携」 and so on."""
+    name = PROVIDER_LABELS[preset.oauth_provider] if preset.oauth_provider.value != "oidc" else preset.name
+    return f"{name} でサインインして連携"
+
+
+def refused(message: str, status: int = 400):
+    """The member's explanation of a refused link; nothing was stored."""
+    return render_template("mailbox/oauth_refused.html", message=message), status
+
+
+@bp.post("/start")
+@permission_required(Action.LINK_OWN_MAILBOX)
+def start():
+    """Bind state, nonce and a PKCE verifier to the member's session and send the browser to the provider."""
+    membership = current_membership()
+    if not is_enabled(db.session, membership.account_id):
+        return refused("メール機能がオフのため、連携できません。", 409)
+    link = services.live_link(db.session, membership.id)
+    if link is not None and not (link.uses_oauth and link.state == LinkState.REAUTH):
+        flash("すでにメールボックスを連携しています。", "warning")
+        return redirect(url_for("mailbox.index"))
+    if link is not None:
+        preset = link.preset
+    else:
+        try:
+            preset = get_scoped_or_404(MailboxPreset, int(request.form.get("preset_id", "")))
+        except ValueError:
+            return refused("推奨設定を選び直してください。")
+    if preset is None or not preset.uses_oauth:
+        return refused("この推奨設定はOAuth2のサインインに対応していません。推奨設定を選び直してください。")
+    state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(64)
+    try:
+        url = oauth.provider_client(preset, services.secret_box(current_app.config), current_app.config) \
+            .authorization_url(redirect_uri(), state, nonce, verifier)
+    except OAuthError as error:
+        return refused(error.message, 502 if error.code == "provider_unavailable" else 400)
+    session[PENDING_KEY] = {"state": state, "nonce": nonce, "verifier": verifier, "preset_id": preset.id,
+                            "membership_id": membership.id, "link_id": link.id if link else None,
+                            "started": int(time.time())}
+    return redirect(url)
+
+
+@bp.get("/callback")
+@permission_required(Action.LINK_OWN_MAILBOX)
+def callback():
+    """The provider's redirect back: check state, exchange the code, verify the mailbox, then link or resume."""
+    membership = current_membership()
+    pending = session.pop(PENDING_KEY, None)  # single use: a replayed callback finds nothing
+    state = request.args.get("state", "")
+    if (not pending or not secrets.compare_digest(str(pending.get("state", "")), state)
+            or pending.get("membership_id") != membership.id
+            or time.time() - pending.get("started", 0) > PENDING_MAX_AGE_SECONDS):
+        return refused("サインインの手続きを確認できませんでした（有効期限切れ、または別の画面から始めた手続きです）。"
+                       "メールボックス連携の画面から、もう一度サインインしてください。")
+    error = request.args.get("error")
+    if error == "access_denied":
+        return refused("サインインまたはメールへのアクセスの許可がキャンセルされました。連携するには、"
+                       "確認画面でアクセスを許可してください。")
+    if error or not request.args.get("code"):
+        return refused("認証サーバーがエラーを返しました。しばらくしてからもう一度お試しください。"
+                       "続く場合は、推奨設定（クライアントID・リダイレクトURI）を管理者に確認してください。")
+    preset = db.session.get(MailboxPreset, pending["preset_id"])
+    if preset is None or preset.account_id != membership.account_id or not preset.uses_oauth:
+        return refused("推奨設定が見つかりません。推奨設定を選び直してください。")
+    box = services.secret_box(current_app.config)
+    try:
+        client = oauth.provider_client(preset, box, current_app.config)
+        tokens, identity = client.exchange_code(request.args["code"], redirect_uri(), pending["verifier"],
+                                                pending["nonce"])
+    except OAuthError as error:
+        return refused(error.message, 502 if error.code == "provider_unavailable" else 400)
+    policy = services.connection_policy(current_app.config)
+    try:
+        if pending.get("link_id"):
+            link = services.live_link(db.session, membership.id)
+            if link is None or link.id != pending["link_id"]:
+                return refused("連携が見つかりません。メールボックス連携の画面からやり直してください。")
+            oauth.reauthorize_oauth_link(db.session, link, identity, tokens, policy, box, utcnow())
+            flash("再度サインインしました。前回の続きからメールを取り込みます。", "success")
+        else:
+            oauth.link_oauth_mailbox(db.session, membership, preset, identity, tokens, policy, box, utcnow())
+            flash("メールボックスを連携しました。これ以降に送受信したお客様とのメールが取り込まれます。", "success")
+    except (MailboxError, FeatureOff, oauth.AlreadyLinked, oauth.WrongAccount) as failure:
+        db.session.rollback()
+        _revoke_quietly(client, tokens.refresh_token)  # nothing is kept, at the provider either
+        return refused(_failure_message(failure))
+    return redirect(url_for("mailbox.index"))
+
+
+def _failure_message(failure: Exception) -> str:
+    """The member's words for a link that could not be completed."""
+    if isinstance(failure, MailboxError):
+        return failure.message
+    if isinstance(failure, FeatureOff):
+        return "メール機能がオフのため、連携できません。"
+    if isinstance(failure, oauth.WrongAccount):
+        return "連携中のメールボックスとは別のアカウントでサインインしました。同じアカウントでサインインしてください。"
+    return "すでにメールボックスを連携しています。"
+
+
+def _revoke_quietly(client, refresh_token: str | None) -> None:
+    """Best effort: give back a token we will not keep."""
+    if refresh_token:
+        try:
+            client.revoke(refresh_token)
+        except OAuthError:
+            pass

@@ -1,0 +1,184 @@
+"""Linking a mailbox by OAuth2 through the real screens: a real OpenID provider and a Dovecot taking only tokens."""
+import time
+import urllib.parse
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.mailbox.oauth import preset_secret_context, token_context
+from portal.mailbox.services import secret_box
+from portal.models import Account, AuthMethod, LinkState, Membership, MailboxLink, MailboxPreset, OAuthProvider, Role, Security
+from portal.secretbox import SecretBox
+from tests.factories import PASSWORD, TEST_KEY, enable_email, make_account, make_member
+from tests.integration.oidc_provider import MAIL_SCOPE
+
+PUBLIC_BASE_URL = "http://portal.test"
+REDIRECT_URI = PUBLIC_BASE_URL + "/settings/mailbox/oauth/callback"
+
+
+def make_oauth_preset(account, provider, oauth_dovecot, client=None, name="テストOIDC"):
+    """An OAuth2 (OpenID Connect) preset of the account pointing at the test provider and the OAuth Dovecot."""
+    client = client or provider.register_client([REDIRECT_URI])
+    preset = MailboxPreset(account_id=account.id, name=name, imap_host="127.0.0.1",
+                           imap_port=oauth_dovecot.imaps_port, imap_security=Security.SSL, smtp_host="127.0.0.1",
+                           smtp_port=oauth_dovecot.submission_port, smtp_security=Security.STARTTLS,
+                           auth_method=AuthMethod.OAUTH2, oauth_provider=OAuthProvider.OIDC,
+                           oauth_discovery_url=provider.discovery_url, oauth_scopes=MAIL_SCOPE,
+                           oauth_client_id=client.client_id)
+    db.session.add(preset)
+    db.session.flush()
+    preset.oauth_client_secret_encrypted = SecretBox(TEST_KEY).encrypt(client.client_secret,
+                                                                        preset_secret_context(preset.id))
+    db.session.commit()
+    return preset
+
+
+@pytest.fixture
+def oauth_portal(make_app, pki, provider, oauth_dovecot):
+    """(app, client, account, owner, preset) with the owner signed in; the provider and Dovecot on loopback."""
+    app = make_app(MAIL_CA_FILE=str(pki.ca_file), MAIL_TIMEOUT_SECONDS=10, PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+                   MAIL_EXTRA_PORTS=[oauth_dovecot.imaps_port, oauth_dovecot.submission_port],
+                   MAIL_ALLOW_PLAINTEXT=True, MAIL_ALLOWED_NETWORKS="127.0.0.0/8")
+    with app.app_context():
+        account, owner = make_account()
+        enable_email(account, owner)
+        preset = make_oauth_preset(account, provider, oauth_dovecot)
+        ids = account.id, owner.id, preset.id, owner.user.email
+    client = app.test_client()
+    client.post("/login", data={"email": ids[3], "password": PASSWORD})
+    return app, client, ids[0], ids[1], ids[2]
+
+
+def start(client, preset_id):
+    """Press 「… でサインインして連携」; returns the provider URL the browser is sent to."""
+    response = client.post("/settings/mailbox/oauth/start", data={"preset_id": str(preset_id)})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    return response.headers["Location"]
+
+
+def come_back(client, location):
+    """Follow the provider's redirect back to the portal's callback."""
+    parts = urllib.parse.urlsplit(location)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == REDIRECT_URI
+    return client.get(f"{parts.path}?{parts.query}")
+
+
+def link_count(app) -> int:
+    """How many links exist (any state)."""
+    with app.app_context():
+        return db.session.scalar(select(func.count(MailboxLink.id)))
+
+
+def test_sign_in_links_the_mailbox_with_encrypted_tokens(oauth_portal, provider, oauth_mail_user):
+    """One button: PKCE S256 + state + nonce; back on the portal the link is 連携中 with verified folders."""
+    app, client, *_, preset_id = oauth_portal
+    url = start(client, preset_id)
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    assert query["code_challenge_method"] == ["S256"] and query["nonce"] and query["state"]
+    assert query["redirect_uri"] == [REDIRECT_URI] and MAIL_SCOPE in query["scope"][0].split()
+    response = come_back(client, provider.sign_in(url, oauth_mail_user.email))
+    assert response.status_code == 302 and response.headers["Location"].endswith("/settings/mailbox")
+    page = client.get("/settings/mailbox").get_data(as_text=True)
+    assert "連携中" in page and oauth_mail_user.email in page and "OAuth2" in page
+    with app.app_context():
+        link = db.session.scalar(select(MailboxLink))
+        assert (link.auth_method, link.state, link.email) == (AuthMethod.OAUTH2, LinkState.ACTIVE,
+                                                              oauth_mail_user.email.lower())
+        assert {folder.role.value for folder in link.folders} == {"inbox", "sent"}
+        box = secret_box(app.config)
+        refresh = box.decrypt(link.oauth_refresh_token_encrypted, token_context(link.id, "oauth_refresh_token"))
+        assert refresh in provider.live_refresh_tokens(oauth_mail_user.email)
+        assert refresh not in link.oauth_refresh_token_encrypted and link.imap_password_encrypted == ""
+        assert link.oauth_expires_at is not None
+
+
+def refused_page(response) -> str:
+    """The refusal's message (status 400/502)."""
+    assert response.status_code in (400, 502), response.status_code
+    return response.get_data(as_text=True)
+
+
+def test_state_mismatch_and_a_replayed_callback_are_refused(oauth_portal, provider, oauth_mail_user):
+    """A wrong state stores nothing; the state is single use, so replaying a good callback is refused too."""
+    app, client, *_, preset_id = oauth_portal
+    location = provider.sign_in(start(client, preset_id), oauth_mail_user.email)
+    tampered = location.replace("state=", "state=x")
+    assert "サインインの手続きを確認できませんでした" in refused_page(come_back(client, tampered))
+    assert link_count(app) == 0
+    location = provider.sign_in(start(client, preset_id), oauth_mail_user.email)
+    assert come_back(client, location).status_code == 302
+    assert "サインインの手続きを確認できませんでした" in refused_page(come_back(client, location))
+    assert link_count(app) == 1
+
+
+def test_an_injected_code_fails_the_pkce_check_at_the_provider(oauth_portal, make_app, provider, oauth_mail_user):
+    """A code from another browser's flow, delivered with this session's state: the verifier does not match."""
+    app, client, *_, preset_id = oauth_portal
+    attacker = app.test_client()
+    # The attacker (same provider app) starts their own flow and keeps the code.
+    attacker.post("/login", data={"email": _owner(app, oauth_portal[2]), "password": PASSWORD})
+    attacker_location = provider.sign_in(start(attacker, preset_id), oauth_mail_user.email)
+    attacker_code = urllib.parse.parse_qs(urllib.parse.urlsplit(attacker_location).query)["code"][0]
+    victim_location = provider.sign_in(start(client, preset_id), oauth_mail_user.email)
+    victim_state = urllib.parse.parse_qs(urllib.parse.urlsplit(victim_location).query)["state"][0]
+    injected = f"{REDIRECT_URI}?code={attacker_code}&state={victim_state}"
+    assert "認可コードを受け付けませんでした" in refused_page(come_back(client, injected))
+    assert link_count(app) == 0
+
+
+def _owner(app, account_id):
+    """The owner's sign-in address."""
+    with app.app_context():
+        return db.session.scalar(select(Membership).where(Membership.account_id == account_id,
+                                                          Membership.role == Role.OWNER)).user.email
+
+
+@pytest.mark.parametrize("case", ["denied", "no_mail_scope", "other_audience"])
+def test_refusals_store_nothing(oauth_portal, provider, oauth_mail_user, case):
+    """Consent denied, the mail scope unticked, an ID token for another audience: a Japanese message, no link."""
+    app, client, *_, preset_id = oauth_portal
+    url = start(client, preset_id)
+    if case == "denied":
+        location, expected = provider.sign_in(url, oauth_mail_user.email, decision="deny"), "キャンセルされました"
+    elif case == "no_mail_scope":
+        location = provider.sign_in(url, oauth_mail_user.email, granted_scopes=["openid", "email", "offline_access"])
+        expected = "メールへのアクセスが許可されていません"
+    else:
+        provider.id_token_audience = "another-client"
+        location, expected = provider.sign_in(url, oauth_mail_user.email), "IDトークンを検証できません"
+    assert expected in refused_page(come_back(client, location))
+    assert link_count(app) == 0
+    assert provider.live_refresh_tokens(oauth_mail_user.email) == []  # what was issued is given back
+
+
+def test_another_accounts_preset_is_404(oauth_portal, provider, oauth_dovecot):
+    """A preset id from another account does not exist for this member."""
+    app, client, *_ = oauth_portal
+    with app.app_context():
+        other, _ = make_account()
+        foreign = make_oauth_preset(other, provider, oauth_dovecot).id
+    assert client.post("/settings/mailbox/oauth/start", data={"preset_id": str(foreign)}).status_code == 404
+    assert client.post("/settings/mailbox/oauth/start", data={"preset_id": str(2 ** 40)}).status_code == 404
+
+
+def test_plain_member_links_own_mailbox_and_unlink_revokes_the_token(oauth_portal, provider, oauth_mail_user):
+    """A plain user may link their own mailbox; unlinking wipes both tokens and revokes at the provider."""
+    app, _, account_id, _, preset_id = oauth_portal
+    with app.app_context():
+        member = make_member(db.session.get(Account, account_id), Role.USER)
+        email = member.user.email
+    client = app.test_client()
+    client.post("/login", data={"email": email, "password": PASSWORD})
+    come_back(client, provider.sign_in(start(client, preset_id), oauth_mail_user.email))
+    assert len(provider.live_refresh_tokens(oauth_mail_user.email)) == 1
+    assert client.post("/settings/mailbox/unlink").status_code == 302
+    deadline = time.monotonic() + 10
+    while provider.live_refresh_tokens(oauth_mail_user.email) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert provider.live_refresh_tokens(oauth_mail_user.email) == []
+    with app.app_context():
+        link = db.session.scalar(select(MailboxLink))
+        assert link.state == LinkState.UNLINKED
+        assert (link.oauth_access_token_encrypted, link.oauth_refresh_token_encrypted) == ("", "")
