@@ -112,6 +112,9 @@ CASES = [
     Case("GET", "/settings/mailbox/links/{link}", only(ADMINS)),
     Case("POST", "/settings/mailbox/reauth", only(EVERYONE, 422), {"imap_password": ""}),
     Case("POST", "/settings/mailbox/unlink", only(EVERYONE, 302)),
+    # Every member may start a sign-in; here each is linked already and goes back to the status page.
+    Case("POST", "/settings/mailbox/oauth/start", only(EVERYONE, 302), {"preset_id": ""}),
+    Case("GET", "/settings/mailbox/oauth/callback", only(EVERYONE, 400)),
     Case("GET", "/settings/account/disable", only(OWNERS)),
     Case("POST", "/settings/account/cancel", only(OWNERS, 302)),
 ]
