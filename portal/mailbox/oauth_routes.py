@@ -2,7 +2,7 @@
 import secrets
 import time
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 
 from portal.extensions import db
 from portal.features.services import FeatureOff, is_enabled
@@ -52,10 +52,12 @@ def start():
     if link is not None:
         preset = link.preset
     else:
-        try:
-            preset = get_scoped_or_404(MailboxPreset, int(request.form.get("preset_id", "")))
-        except ValueError:
+        raw_id = request.form.get("preset_id", "").strip()
+        if not raw_id.isascii() or not raw_id.isdigit():
             return refused("推奨設定を選び直してください。")
+        if not 0 < int(raw_id) < 2 ** 31:  # past PostgreSQL's integer: no such preset (not a 500)
+            abort(404)
+        preset = get_scoped_or_404(MailboxPreset, int(raw_id))
     if preset is None or not preset.uses_oauth:
         return refused("この推奨設定はOAuth2のサインインに対応していません。推奨設定を選び直してください。")
     state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(64)
