@@ -58,4 +58,8 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         # The address customers' mail clients reach the portal at; without it sent mail carries no tracking.
         "PUBLIC_BASE_URL": environ.get("PUBLIC_BASE_URL", "").strip().rstrip("/") or None,
         "AUTOMATION_INTERVAL_SECONDS": int(environ.get("AUTOMATION_INTERVAL_SECONDS", "60")),
+        # Installation-wide OAuth2 apps, used by presets that leave their client fields empty.
+        **{name: environ.get(name, "").strip() for name in (
+            "OAUTH_MICROSOFT_CLIENT_ID", "OAUTH_MICROSOFT_CLIENT_SECRET", "OAUTH_MICROSOFT_TENANT",
+            "OAUTH_GOOGLE_CLIENT_ID", "OAUTH_GOOGLE_CLIENT_SECRET")},
     }
