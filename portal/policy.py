@@ -11,6 +11,7 @@ class Action(str, enum.Enum):
     VIEW_ALL_CUSTOMERS = "view_all_customers"  # ignores 担当者閲覧制限
     EDIT_CUSTOMERS = "edit_customers"
     DELETE_CUSTOMERS = "delete_customers"
+    ASSIGN_TO_OTHERS = "assign_to_others"  # make another member a customer's 担当者 (plain users: self or nobody)
     EDIT_MAILBOX_PRESETS = "edit_mailbox_presets"
     LINK_OWN_MAILBOX = "link_own_mailbox"
     MANAGE_FEATURES = "manage_features"
@@ -24,6 +25,7 @@ class Action(str, enum.Enum):
     USE_TEMPLATES = "use_templates"  # create own templates and use any template
     EDIT_SHARED_TEMPLATES = "edit_shared_templates"  # shared templates and other members' templates
     ENROLL_CUSTOMERS = "enroll_customers"  # put a customer into (or take out of) a sales automation
+    ENROLL_FOR_OTHERS = "enroll_for_others"  # enrol a customer of another 担当者, whose mailbox then sends
     EDIT_SEQUENCES = "edit_sequences"  # create, change and delete sales automations
 
 
@@ -37,6 +39,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.VIEW_ALL_CUSTOMERS: frozenset(_MANAGERS_UP),
     Action.EDIT_CUSTOMERS: frozenset(_ALL),
     Action.DELETE_CUSTOMERS: frozenset(_MANAGERS_UP),
+    Action.ASSIGN_TO_OTHERS: frozenset(_MANAGERS_UP),
     Action.EDIT_MAILBOX_PRESETS: frozenset(_MANAGERS_UP),
     Action.LINK_OWN_MAILBOX: frozenset(_ALL),
     Action.MANAGE_FEATURES: frozenset(_ADMINS_UP),
@@ -50,6 +53,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.USE_TEMPLATES: frozenset(_ALL),
     Action.EDIT_SHARED_TEMPLATES: frozenset(_MANAGERS_UP),
     Action.ENROLL_CUSTOMERS: frozenset(_ALL),
+    Action.ENROLL_FOR_OTHERS: frozenset(_MANAGERS_UP),
     Action.EDIT_SEQUENCES: frozenset(_MANAGERS_UP),
 }
 

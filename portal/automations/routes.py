@@ -18,6 +18,15 @@ bp = Blueprint("automations", __name__, url_prefix="/automations")
 ALREADY_RUNNING = "このお客様はすでに実行中です。"
 
 
+def enroll_for_others_message(assignee) -> str:
+    """Why a plain user may not enrol this customer, naming the 担当者 whose mailbox would send."""
+    if assignee is None:
+        return ("担当者が設定されていないお客様を登録できるのは、マネージャー以上のメンバーです。"
+                "先に顧客情報で担当者を自分に設定してください。")
+    return (f"このお客様の担当者は{assignee.user.name}さんです。セールスオートメーションのメールは担当者のメールボックスから"
+            "送信されるため、登録できるのは担当者本人かマネージャー以上のメンバーです。")
+
+
 @bp.app_context_processor
 def automation_labels():
     """State and stop-reason labels for every template (the customer page shows enrolments too)."""
@@ -157,6 +166,8 @@ def _enroll(sequence: Sequence):
         abort(403, description=RESTRICTED)
     except services.AlreadyEnrolled:
         return _refused(ALREADY_RUNNING, 409, sequence=sequence, customer=customer)
+    except services.EnrollForOthersDenied as denied:
+        return _refused(enroll_for_others_message(denied.assignee), 403, sequence=sequence, customer=customer)
     flash(f"「{customer.name}」をセールスオートメーション「{sequence.name}」に登録しました。", "success")
     return _back(url_for("automations.detail", sequence_id=sequence.id))
 

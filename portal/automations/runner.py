@@ -7,11 +7,11 @@ from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from portal.automations.services import complete, stop_for_deleted_customers
+from portal.automations.services import complete, may_send_from, stop_for_deleted_customers
 from portal.mailbox.syncing import session_scope
 from portal.mails.sending import (AlreadySent, InvalidHeader, NoMailbox, Outgoing, SendEnvironment, SendFailed,
                                   send_environment, send_mail)
-from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
+from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders, fill_subject
 from portal.models import (EMAIL_FEATURE, Account, AccountStatus, Enrollment, EnrollmentState, FeatureContract,
                            MailMessage, Membership, MembershipState, utcnow)
 
@@ -63,11 +63,16 @@ def _outgoing(session: Session, enrollment: Enrollment, secret_key: str) -> tupl
         raise _CannotSend("お客様の担当者が設定されていないため、送信できませんでした。顧客情報で担当者を設定してください。")
     if member.state != MembershipState.ACTIVE:
         raise _CannotSend(f"担当者（{member.user.name}）が利用停止中のため、送信できませんでした。担当者を変更してください。")
+    if not may_send_from(enrollment, member):
+        # Held, not stopped: setting the 担当者 back lets it continue; otherwise a member stops it and enrols again.
+        raise _CannotSend(f"担当者（{member.user.name}）本人かマネージャー以上のメンバーが登録したものではないため、"
+                          f"{member.user.name}さんのメールボックスからは送信しません。停止して、担当者本人かマネージャー以上の"
+                          "メンバーが登録し直してください。")
     step = enrollment.sequence.steps[enrollment.next_position]
     values = PlaceholderValues(customer_name=customer.name, company=customer.company or "",
                                member_name=member.user.name)
     reply_to = session.get(MailMessage, enrollment.last_message_id) if enrollment.last_message_id else None
-    return Outgoing(to=customer.email, subject=fill_placeholders(step.template.subject, values),
+    return Outgoing(to=customer.email, subject=fill_subject(step.template.subject, values),
                     body=fill_placeholders(step.template.body, values), reply_to=reply_to,
                     template_id=step.template_id, compose_id=step_compose_id(secret_key, enrollment)), member
 

@@ -11,7 +11,7 @@ from portal import audit
 from portal.customers.services import may_open
 from portal.models import (Customer, Direction, Enrollment, EnrollmentState, MailMessage, MailTemplate, Membership,
                            Sequence, SequenceStep, StopReason)
-from portal.policy import Action, PermissionDenied, ensure
+from portal.policy import Action, PermissionDenied, can, ensure
 
 MAX_STEPS = 10
 MAX_WAIT_DAYS = 365
@@ -50,6 +50,15 @@ class AlreadyEnrolled(Exception):
 
 class NotActive(Exception):
     """The enrolment has already completed or stopped."""
+
+
+class EnrollForOthersDenied(Exception):
+    """A plain user tried to enrol a customer whose 担当者 is not themselves (that mailbox would send)."""
+
+    def __init__(self, assignee: Membership | None):
+        """Keep the 担当者 (or None), for the message."""
+        super().__init__(assignee)
+        self.assignee = assignee
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,20 @@ def delete_sequence(session: Session, actor: Membership, sequence: Sequence) -> 
     session.commit()
 
 
+def may_enroll(actor: Membership, customer: Customer) -> bool:
+    """True when the actor may enrol this customer: their own customer, or any customer for managers and above."""
+    return can(actor.role, Action.ENROLL_FOR_OTHERS) or customer.assigned_membership_id == actor.id
+
+
+def may_send_from(enrollment: Enrollment, sender: Membership) -> bool:
+    """True when the 担当者 who would send enrolled the customer themselves, or a manager and above did."""
+    # Checked again at send time: the 担当者 may have changed, or the enroller lost the role, since enrolment.
+    enroller = enrollment.enrolled_by
+    if enroller is None or enroller.account_id != sender.account_id:
+        return False
+    return enroller.id == sender.id or can(enroller.role, Action.ENROLL_FOR_OTHERS)
+
+
 def enroll_customer(session: Session, actor: Membership, sequence: Sequence, customer: Customer,
                     now: datetime) -> Enrollment:
     """Start the sequence for a live customer the actor may open; the first step is due after its wait."""
@@ -194,6 +217,8 @@ def enroll_customer(session: Session, actor: Membership, sequence: Sequence, cus
     if customer.account_id != sequence.account_id or customer.deleted_at is not None \
             or sequence.account_id != actor.account_id or not may_open(actor, customer):
         raise PermissionDenied(Action.ENROLL_CUSTOMERS)
+    if not may_enroll(actor, customer):
+        raise EnrollForOthersDenied(customer.assigned_membership)
     running = select(Enrollment.id).where(Enrollment.sequence_id == sequence.id,
                                           Enrollment.customer_id == customer.id,
                                           Enrollment.state == EnrollmentState.ACTIVE)

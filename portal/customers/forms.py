@@ -5,6 +5,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional
 
 from portal.forms import email_address, max_length, required, strip
+from portal.models import MembershipState
 
 
 def _member_id_or_none(value):
@@ -27,8 +28,9 @@ class CustomerForm(FlaskForm):
                                    validate_choice=False)  # the service checks the member, in Japanese
 
     def set_assignees(self, members, current=None) -> None:
-        """Offer the account's active members, the current 担当者 even if disabled, and 未設定."""
+        """Offer the members the actor may choose, the current 担当者 (kept as is, even if disabled), and 未設定."""
         choices = [SelectChoice("", "（未設定）")] + [SelectChoice(str(m.id), m.user.name) for m in members]
         if current is not None and current not in members:
-            choices.append(SelectChoice(str(current.id), f"{current.user.name}（無効）"))
+            suffix = "" if current.state == MembershipState.ACTIVE else "（無効）"
+            choices.append(SelectChoice(str(current.id), f"{current.user.name}{suffix}"))
         self.assigned_user_id.choices = choices

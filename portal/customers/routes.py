@@ -14,6 +14,7 @@ from portal.web import authorize, current_membership, get_scoped_or_404, member_
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
 RESTRICTED = "閲覧権限がありません。担当者閲覧制限により、担当のお客様のみ表示できます。"
+ASSIGN_SELF_ONLY = "担当者には自分か「（未設定）」を選んでください。ほかのメンバーを担当者にできるのはマネージャー以上です。"
 
 
 def _load_visible(customer_id: int) -> Customer:
@@ -39,6 +40,8 @@ def _save(form: CustomerForm, save) -> bool:
         form.email.errors.append("このメールアドレスの顧客はすでに登録されています。")
     except services.InvalidAssignee:
         form.assigned_user_id.errors.append("担当者を選び直してください。")
+    except services.AssignToOthersDenied:
+        form.assigned_user_id.errors.append(ASSIGN_SELF_ONLY)
     return False
 
 
@@ -60,11 +63,11 @@ def create():
     """Register a new customer."""
     membership = current_membership()
     form = CustomerForm()
-    form.set_assignees(services.assignable_members(db.session, membership.account_id))
+    form.set_assignees(services.assignees_for(db.session, membership))
     if request.method == "GET":
         form.assigned_user_id.data = membership.id
     if form.validate_on_submit() and _save(form, lambda data: services.create_customer(
-            db.session, membership.account, current_user.id, data)):
+            db.session, membership.account, membership, data)):
         flash("顧客を登録しました。", "success")
         return redirect(url_for("customers.index"))
     return render_template("customers/form.html", form=form, customer=None), 422 if form.errors else 200
@@ -82,6 +85,7 @@ def detail(customer_id: int):
     return render_template("customers/detail.html", customer=customer, threads=threads, timeline=timeline,
                            viewer=current_membership(), may_open=services.may_open, Direction=Direction,
                            enrollments=automation_services.customer_enrollments(db.session, customer.id),
+                           may_enroll=automation_services.may_enroll(current_membership(), customer),
                            sequences=automation_services.sequences_of(db.session, customer.account_id))
 
 
@@ -92,12 +96,11 @@ def edit(customer_id: int):
     customer = _load_visible(customer_id)
     authorize(Action.EDIT_CUSTOMERS)
     form = CustomerForm(obj=customer if request.method == "GET" else None)
-    form.set_assignees(services.assignable_members(db.session, customer.account_id),
-                      customer.assigned_membership)
+    form.set_assignees(services.assignees_for(db.session, current_membership()), customer.assigned_membership)
     if request.method == "GET":
         form.assigned_user_id.data = customer.assigned_membership_id
     if form.validate_on_submit() and _save(form, lambda data: services.update_customer(
-            db.session, customer, current_user.id, data)):
+            db.session, customer, current_membership(), data)):
         flash("顧客情報を更新しました。", "success")
         return redirect(url_for("customers.detail", customer_id=customer.id))
     return render_template("customers/form.html", form=form, customer=customer), 422 if form.errors else 200

@@ -19,6 +19,10 @@ class InvalidAssignee(Exception):
     """The chosen 担当者 is not an active member of the account."""
 
 
+class AssignToOthersDenied(Exception):
+    """A plain user tried to make another member the 担当者 (only managers and above may)."""
+
+
 @dataclass
 class CustomerData:
     """The editable fields of a customer."""
@@ -35,6 +39,13 @@ def assignable_members(session: Session, account_id: int) -> list[Membership]:
         select(Membership).where(Membership.account_id == account_id,
                                  Membership.state == MembershipState.ACTIVE)
         .join(Membership.user).order_by(Membership.id)))
+
+
+def assignees_for(session: Session, actor: Membership) -> list[Membership]:
+    """The members the actor may choose as 担当者: anyone active for managers and above, else only themselves."""
+    if can(actor.role, Action.ASSIGN_TO_OTHERS):
+        return assignable_members(session, actor.account_id)
+    return [actor] if actor.state == MembershipState.ACTIVE else []
 
 
 def member_domains(session: Session, account_id: int) -> set[str]:
@@ -72,10 +83,15 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _check(session: Session, account: Account, data: CustomerData, exclude_id: int | None = None,
-           current_assignee_id: int | None = None) -> str:
+def _check(session: Session, account: Account, actor: Membership | None, data: CustomerData,
+           exclude_id: int | None = None, current_assignee_id: int | None = None) -> str:
     """Validate assignee (a new one must be active) and uniqueness; returns the normalised email."""
     email = normalise_email(data.email)
+    new_assignee = data.assigned_membership_id
+    # The 担当者's mailbox sends the customer's automation mail, so only managers and above pick someone else.
+    if actor is not None and new_assignee not in (None, current_assignee_id, actor.id) \
+            and not can(actor.role, Action.ASSIGN_TO_OTHERS):
+        raise AssignToOthersDenied()
     if data.assigned_membership_id is not None and data.assigned_membership_id != current_assignee_id:
         assignee = session.get(Membership, data.assigned_membership_id)
         if assignee is None or assignee.account_id != account.id or assignee.state != MembershipState.ACTIVE:
@@ -98,22 +114,22 @@ def _commit_or_duplicate(session: Session) -> None:
         raise DuplicateCustomerEmail() from error
 
 
-def create_customer(session: Session, account: Account, actor_user_id: int | None, data: CustomerData) -> Customer:
-    """Register a customer in the account."""
-    email = _check(session, account, data)
+def create_customer(session: Session, account: Account, actor: Membership | None, data: CustomerData) -> Customer:
+    """Register a customer in the account (actor None: the operator's seed)."""
+    email = _check(session, account, actor, data)
     customer = Customer(account_id=account.id, name=data.name.strip(), company=(data.company or "").strip(),
                         email=email, assigned_membership_id=data.assigned_membership_id)
     session.add(customer)
     session.flush()
-    audit.record(session, account.id, actor_user_id, "customer.create", "customer", customer.id,
+    audit.record(session, account.id, actor.user_id if actor else None, "customer.create", "customer", customer.id,
                  name=customer.name, email=email)
     _commit_or_duplicate(session)
     return customer
 
 
-def update_customer(session: Session, customer: Customer, actor_user_id: int | None, data: CustomerData) -> Customer:
+def update_customer(session: Session, customer: Customer, actor: Membership | None, data: CustomerData) -> Customer:
     """Change a customer's fields."""
-    email = _check(session, customer.account, data, exclude_id=customer.id,
+    email = _check(session, customer.account, actor, data, exclude_id=customer.id,
                    current_assignee_id=customer.assigned_membership_id)
     before = {"name": customer.name, "email": customer.email, "company": customer.company,
               "assigned_membership_id": customer.assigned_membership_id}
@@ -124,8 +140,8 @@ def update_customer(session: Session, customer: Customer, actor_user_id: int | N
     after = {"name": customer.name, "email": customer.email, "company": customer.company,
              "assigned_membership_id": customer.assigned_membership_id}
     changes = {key: [before[key], after[key]] for key in before if before[key] != after[key]}
-    audit.record(session, customer.account_id, actor_user_id, "customer.update", "customer", customer.id,
-                 changes=changes)
+    audit.record(session, customer.account_id, actor.user_id if actor else None, "customer.update", "customer",
+                 customer.id, changes=changes)
     _commit_or_duplicate(session)
     return customer
 

@@ -4,7 +4,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from portal.extensions import db
 from portal.mailtemplates import services
 from portal.mailtemplates.forms import TemplateForm
-from portal.mailtemplates.placeholders import PLACEHOLDERS, PlaceholderValues, fill_placeholders
+from portal.mailtemplates.placeholders import PLACEHOLDERS, PlaceholderValues, fill_placeholders, fill_subject
 from portal.models import MailTemplate
 from portal.policy import Action, can
 from portal.web import authorize, current_membership, get_scoped_or_404, member_required, permission_required
@@ -77,7 +77,7 @@ def detail(template_id: int):
     sample = PlaceholderValues(customer_name="山田 太郎", company="株式会社サンプル",
                                member_name=membership.user.name)
     return render_template("mailtemplates/detail.html", template=template, sample=sample,
-                           subject=fill_placeholders(template.subject, sample),
+                           subject=fill_subject(template.subject, sample),
                            body=fill_placeholders(template.body, sample),
                            editable=services.may_edit(membership, template))
 

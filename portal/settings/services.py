@@ -89,7 +89,7 @@ def seed_demo(session: Session) -> Account:
     customers = []
     for index, (name, company, email) in enumerate(DEMO_CUSTOMERS):
         assignee = members[index % len(members)]
-        customers.append(create_customer(session, account, owner.user_id, CustomerData(
+        customers.append(create_customer(session, account, owner, CustomerData(
             name=name, email=email, company=company, assigned_membership_id=assignee.id)))
     seed_demo_mail(session, owner, members, customers, utcnow())
     return account

@@ -49,3 +49,10 @@ def test_values_are_inserted_literally():
     """A value that looks like a placeholder or a regex escape is not expanded again."""
     tricky = PlaceholderValues(customer_name="{{会社名}}", company=r"\1 \g<0>", member_name="")
     assert fill_placeholders("{{顧客名}}/{{会社名}}/{{担当者名}}", tricky) == r"{{会社名}}/\1 \g<0>/"
+
+
+def test_subject_values_are_put_on_one_line():
+    """fill_subject turns every kind of line break in a value into a space; the template's text is kept."""
+    from portal.mailtemplates.placeholders import fill_subject
+    values = PlaceholderValues(customer_name="山田\r\n太郎", company="A\u2028B\x85C", member_name="佐藤\v花子")
+    assert fill_subject("{{会社名}} {{顧客名}}様（{{担当者名}}）", values) == "A B C 山田 太郎様（佐藤 花子）"

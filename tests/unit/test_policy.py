@@ -13,6 +13,8 @@ DOCUMENTED = {
     Action.MANAGE_USERS: {O, A},
     Action.MANAGE_ACCOUNT: {O, A},
     Action.CLOSE_ACCOUNT: {O},
+    Action.ASSIGN_TO_OTHERS: {O, A, M},
+    Action.ENROLL_FOR_OTHERS: {O, A, M},
 }
 
 

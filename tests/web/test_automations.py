@@ -292,3 +292,32 @@ def test_nav_item_is_active_on_automation_pages(client, auth, world):
     link = page.find("a", class_="nav-link", href="/automations")
     assert "セールスオートメーション" in link.get_text() and "active" in link["class"]
     assert link.find("i", class_="bi-lightning-charge") is not None
+
+
+@pytest.mark.parametrize("assigned_to", [Role.OWNER, None])
+def test_a_plain_user_cannot_enrol_a_customer_of_another_member(client, auth, world, assigned_to):
+    """The 担当者's mailbox sends the steps, so a user enrols only their own customers: 403 with the reason."""
+    account, members = world["account"], world["members"]
+    customer = make_customer(account, name="phishing target", email="outsider@evil.example",
+                             assigned=members[assigned_to] if assigned_to else None)
+    auth.login_member(members[Role.USER])
+    page = BeautifulSoup(client.get(f"/customers/{customer.id}").get_data(as_text=True), "html.parser")
+    assert page.find("form", {"action": "/automations/enroll"}) is None
+    assert "本人かマネージャー以上のメンバーです" in page.find(id="automations").get_text()
+    response = client.post(f"/automations/{world['sequence'].id}/enroll", data={"customer_id": customer.id})
+    assert response.status_code == 403
+    text = response.get_data(as_text=True)
+    if assigned_to:
+        assert f"このお客様の担当者は{members[Role.OWNER].user.name}さんです。" in text
+    else:
+        assert "担当者が設定されていないお客様を登録できるのは、マネージャー以上のメンバーです。" in text
+    assert enrollments_of(customer) == []
+
+
+def test_managers_enrol_any_customer(client, auth, world):
+    """A manager enrols a customer looked after by someone else."""
+    customer = make_customer(world["account"], email="sato@client.example", assigned=world["members"][Role.OWNER])
+    auth.login_member(world["members"][Role.MANAGER])
+    response = client.post(f"/automations/{world['sequence'].id}/enroll", data={"customer_id": customer.id})
+    assert response.status_code == 302
+    assert [e.state for e in enrollments_of(customer)] == [EnrollmentState.ACTIVE]

@@ -202,3 +202,66 @@ def test_customers_on_a_member_domain_are_flagged(client, auth):
     page = BeautifulSoup(client.get("/customers").get_data(as_text=True), "html.parser")
     flagged = {row.find("td").get_text(strip=True) for row in page.select("tbody tr") if "社内ドメイン" in row.get_text()}
     assert flagged == {"経理部"}
+
+
+def assignee_options(page: str) -> list[str]:
+    """The labels offered in the 担当者 select."""
+    select_tag = BeautifulSoup(page, "html.parser").find("select", {"name": "assigned_user_id"})
+    return [option.get_text() for option in select_tag.find_all("option")]
+
+
+def test_a_plain_user_assigns_only_themselves_or_nobody(client, auth):
+    """A user cannot make the owner 担当者 (the owner's mailbox would send for them): 422 beside the field."""
+    account, owner = make_account()
+    user = make_member(account, Role.USER)
+    auth.login_member(user)
+    assert assignee_options(client.get("/customers/new").get_data(as_text=True)) == ["（未設定）", user.user.name]
+    refused = client.post("/customers/new", data=form(assigned=str(owner.id)))
+    assert refused.status_code == 422
+    assert "ほかのメンバーを担当者にできるのはマネージャー以上です。" in refused.get_data(as_text=True)
+    assert live_customers(account.id) == []
+    assert client.post("/customers/new", data=form(assigned=str(user.id))).status_code == 302
+    [customer] = live_customers(account.id)
+    assert customer.assigned_membership_id == user.id
+    moved = client.post(f"/customers/{customer.id}/edit", data=form(assigned=str(owner.id)))
+    assert moved.status_code == 422
+    assert live_customers(account.id)[0].assigned_membership_id == user.id
+    assert client.post(f"/customers/{customer.id}/edit", data=form(assigned="")).status_code == 302
+    assert live_customers(account.id)[0].assigned_membership_id is None
+
+
+def test_a_plain_user_keeps_someone_elses_assignment_when_editing(client, auth):
+    """Editing a customer another member looks after keeps that 担当者 (shown, not changed)."""
+    account, owner = make_account()
+    user = make_member(account, Role.USER)
+    customer = make_customer(account, assigned=owner, email="kept@client.example")
+    auth.login_member(user)
+    page = client.get(f"/customers/{customer.id}/edit").get_data(as_text=True)
+    assert assignee_options(page) == ["（未設定）", user.user.name, owner.user.name]
+    response = client.post(f"/customers/{customer.id}/edit", data=form(name="新しい名前", email="kept@client.example",
+                                                                     assigned=str(owner.id)))
+    assert response.status_code == 302
+    [stored] = live_customers(account.id)
+    assert (stored.name, stored.assigned_membership_id) == ("新しい名前", owner.id)
+
+
+def test_managers_assign_anyone(client, auth):
+    """A manager picks any active member as 担当者."""
+    account, owner = make_account()
+    manager = make_member(account, Role.MANAGER)
+    auth.login_member(manager)
+    assert owner.user.name in assignee_options(client.get("/customers/new").get_data(as_text=True))
+    assert client.post("/customers/new", data=form(assigned=str(owner.id))).status_code == 302
+    assert live_customers(account.id)[0].assigned_membership_id == owner.id
+
+
+def test_the_service_refuses_a_plain_users_assignment_too(app):
+    """The rule lives in the service, not only in the form's choices."""
+    import pytest
+
+    from portal.customers.services import AssignToOthersDenied, CustomerData, create_customer
+    account, owner = make_account()
+    user = make_member(account, Role.USER)
+    with pytest.raises(AssignToOthersDenied):
+        create_customer(db.session, account, user, CustomerData(name="x", email="x@client.example",
+                                                                assigned_membership_id=owner.id))
