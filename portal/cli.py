@@ -3,6 +3,8 @@ import click
 from flask import Flask
 from sqlalchemy import select
 
+from portal.auth.services import normalise_email
+from portal.email_address import INVALID_EMAIL, is_valid_email
 from portal.extensions import db
 from portal.mailbox.services import rotate_encryption_key, secret_box
 from portal.mailbox.syncing import run_sync
@@ -29,6 +31,8 @@ def init_app(app: Flask) -> None:
         """Create an account with its owner."""
         if not name.strip():
             raise click.BadParameter("アカウント名を入力してください。", param_hint="--name")
+        if not is_valid_email(normalise_email(owner_email)):
+            raise click.BadParameter(INVALID_EMAIL, param_hint="--owner-email")
         if len(owner_password) < 10:
             raise click.BadParameter("パスワードは10文字以上にしてください。", param_hint="--owner-password")
         account = services.create_account(db.session, name, owner_email, owner_password, owner_name)

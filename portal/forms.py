@@ -1,7 +1,9 @@
 """Validators and fields with Japanese messages shared by every form."""
 from wtforms import IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, Length, NumberRange, Regexp, StopValidation, ValidationError
+from wtforms.validators import DataRequired, Length, NumberRange, Regexp, StopValidation, ValidationError
+
+from portal.email_address import INVALID_EMAIL, is_valid_email
 
 
 def required():
@@ -15,8 +17,11 @@ def max_length(limit: int):
 
 
 def email_address():
-    """A syntactically valid email address (no DNS lookup)."""
-    return Email(message="メールアドレスの形式が正しくありません。", check_deliverability=False)
+    """A syntactically valid email address: the same rule as the CLI (portal.email_address)."""
+    def check(form, field):
+        if field.data and not is_valid_email(field.data):
+            raise ValidationError(INVALID_EMAIL)
+    return check
 
 
 def strip(value):

@@ -1,4 +1,5 @@
 """Operator commands on a fresh database: create-account and seed-demo."""
+import pytest
 from sqlalchemy import func, select
 
 from portal.extensions import db
@@ -71,3 +72,24 @@ def test_seed_demo_fills_the_mail_screens(app, client):
     assert "お見積りのお願い" in client.get(f"/customers/{customer_id}").get_data(as_text=True)
     assert "お打ち合わせのお礼" in client.get("/templates").get_data(as_text=True)
     assert "資料請求後のフォロー" in client.get("/automations").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("email", ["boss@corp.test", "boss@office.local", "boss@crm.internal"])
+def test_create_account_accepts_intranet_domains_like_the_web(app, client, email):
+    """Special-use and intranet names work in the CLI and then in the web forms (one rule for both)."""
+    result = app.test_cli_runner().invoke(args=["create-account", "--name", "社内", "--owner-email", email,
+                                                "--owner-password", "long-password-1"])
+    assert result.exit_code == 0, result.output
+    assert client.post("/login", data={"email": email, "password": "long-password-1"}).status_code == 302
+    added = client.post("/settings/users/new", data={"email": email.replace("boss", "staff"), "name": "社員",
+                                                     "role": "user", "password": "long-password-2"})
+    assert added.status_code == 302, added.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("email", ["not-an-address", "boss@localhost", "山田 <boss@corp.test>", "boss@corp..test"])
+def test_create_account_refuses_what_the_web_refuses(app, email):
+    """A malformed owner address is refused with the forms' Japanese message; nothing is created."""
+    result = app.test_cli_runner().invoke(args=["create-account", "--name", "社内", "--owner-email", email,
+                                                "--owner-password", "long-password-1"])
+    assert result.exit_code != 0 and "メールアドレスの形式が正しくありません。" in result.output
+    assert db.session.scalar(select(func.count(Account.id))) == 0
