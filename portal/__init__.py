@@ -46,7 +46,7 @@ def register_blueprints(app: Flask) -> None:
     from portal.features.routes import bp as features_bp
     from portal.mailbox.oauth_routes import bp as mailbox_oauth_bp
     from portal.mailbox.routes import bp as mailbox_bp
-    from portal.mailservers.routes import bp as mailservers_bp
+    from portal.presets.routes import bp as presets_bp
     from portal.mails.routes import bp as mails_bp
     from portal.mailtemplates.routes import bp as mailtemplates_bp
     from portal.main.routes import bp as main_bp
@@ -54,7 +54,7 @@ def register_blueprints(app: Flask) -> None:
     from portal.tracking.routes import bp as tracking_bp
     from portal.users.routes import bp as users_bp
     for blueprint in (auth_bp, main_bp, customers_bp, mails_bp, settings_bp, users_bp, features_bp,
-                      mailservers_bp, mailbox_bp, mailtemplates_bp, automations_bp, tracking_bp, mailbox_oauth_bp):
+                      presets_bp, mailbox_bp, mailtemplates_bp, automations_bp, tracking_bp, mailbox_oauth_bp):
         app.register_blueprint(blueprint)
 
 
@@ -90,4 +90,4 @@ def register_template_helpers(app: Flask) -> None:
         return f"{size:,.1f} TB"
 
     # Blueprints whose screens live under アカウント・機能設定 (menu highlight and breadcrumb).
-    app.jinja_env.globals["SETTINGS_FAMILY"] = {"settings", "users", "features", "mailservers", "mailbox"}
+    app.jinja_env.globals["SETTINGS_FAMILY"] = {"settings", "users", "features", "presets", "mailbox"}

@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.features.forms import AGREE
-from portal.mailservers.services import PresetData, create_preset
+from portal.presets.services import PresetData, create_preset
 from portal.models import Membership, Role, Security
 from portal.settings import services
 from tests.e2e.browser import assert_only_portal, chromium_page, keep_screenshot, log_in, watch

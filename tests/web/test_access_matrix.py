@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from portal.extensions import db
-from portal.mailservers.services import PresetData, create_preset
+from portal.presets.services import PresetData, create_preset
 from portal.mailtemplates.services import TemplateData, create_template
 from portal.models import Enrollment, MailAttachment, Role, Security, Sequence, SequenceStep, utcnow
 from tests.factories import enable_email, make_account, make_customer, make_link, make_member, make_message

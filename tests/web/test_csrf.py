@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 from werkzeug.routing.converters import AnyConverter
 
 from portal.extensions import db
-from portal.mailservers.services import PresetData, create_preset
+from portal.presets.services import PresetData, create_preset
 from portal.models import Account, AccountStatus, AuditLog, Customer, LoginSession, MailboxPreset, Role, Security
 from tests.factories import PASSWORD, make_account, make_customer, make_member
 

@@ -5,13 +5,13 @@ from portal.extensions import db
 from portal.features.services import is_enabled
 from portal.mailbox.routes import feature_off_page
 from portal.mailbox.services import connection_policy, presets_of
-from portal.mailservers import services
-from portal.mailservers.forms import PresetForm
+from portal.presets import services
+from portal.presets.forms import PresetForm
 from portal.models import MailboxPreset, Security
 from portal.policy import Action
 from portal.web import authorize, current_membership, get_scoped_or_404, member_required, permission_required
 
-bp = Blueprint("mailservers", __name__, url_prefix="/settings/mailbox-servers")
+bp = Blueprint("presets", __name__, url_prefix="/settings/mailbox-servers")
 
 
 def _email_on() -> bool:
@@ -38,7 +38,7 @@ def index():
     """Every member sees the presets; only managers and above get the pen and trash icons."""
     if not _email_on():
         return feature_off_page("メールボックスサーバーの推奨設定")
-    return render_template("mailservers/index.html",
+    return render_template("presets/index.html",
                            presets=presets_of(db.session, current_membership().account_id))
 
 
@@ -75,8 +75,8 @@ def _preset_form(preset: MailboxPreset | None):
         else:
             services.update_preset(db.session, current_membership(), preset, _form_data(form))
         flash("メールボックスサーバーの推奨設定を保存しました。", "success")
-        return redirect(url_for("mailservers.index"))
-    return render_template("mailservers/form.html", form=form), 422 if form.errors else 200
+        return redirect(url_for("presets.index"))
+    return render_template("presets/form.html", form=form), 422 if form.errors else 200
 
 
 @bp.route("/<int:preset_id>/delete", methods=["GET", "POST"])
@@ -88,5 +88,5 @@ def delete(preset_id: int):
     if request.method == "POST":
         services.delete_preset(db.session, current_membership(), preset)
         flash(f"推奨設定「{preset.name}」を削除しました。", "success")
-        return redirect(url_for("mailservers.index"))
-    return render_template("mailservers/delete.html", preset=preset)
+        return redirect(url_for("presets.index"))
+    return render_template("presets/delete.html", preset=preset)
