@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from portal.mailsync.parse import Address, parse_message
+from portal.mailsync.headers import Address
+from portal.mailsync.parse import parse_message
 from tests.mailtext import assert_clean
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"

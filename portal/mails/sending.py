@@ -20,10 +20,9 @@ from portal.auth.services import normalise_email
 from portal.mailbox.services import connection_policy, link_passwords, live_link, secret_box
 from portal.mailsync.connection import (ConnectionPolicy, MailboxError, ServerSettings, close_quietly, open_imap,
                                         open_smtp)
-from portal.mailsync.parse import decode_header_value
+from portal.mailsync.headers import decode_header_value, normalise_subject
 from portal.models import (Customer, Direction, FolderRole, LinkState, MailboxLink, MailCustomer, MailDraft,
                            MailMessage, MailSource, MailThread, Membership, TrackedLink, utcnow)
-from portal.mailsync.parse import normalise_subject
 from portal.secretbox import SecretBox
 from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, open_token
 

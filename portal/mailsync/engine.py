@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from portal.automations.services import stop_on_customer_reply
 from portal.mailsync.client import FetchedEnvelope, FolderInfo
 from portal.mailsync.connection import MailboxError
-from portal.mailsync.parse import ParsedMessage, decode_header_value, normalise_subject, parse_message
+from portal.mailsync.headers import decode_header_value, normalise_subject
+from portal.mailsync.parse import ParsedMessage, parse_message
 from portal.mailsync.rules import (AccountSnapshot, CustomerRef, Decision, Envelope, Exclusion, decide,
                                    whole_seconds)
 from portal.models import (Customer, Direction, FolderRole, ImportLogEntry, LinkState, MailAttachment, MailboxFolder,

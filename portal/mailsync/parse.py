@@ -1,24 +1,22 @@
-"""Raw message bytes -> ParsedMessage, decoding Japanese headers and bodies the way Japanese mail clients mean them."""
+"""Raw message bytes -> ParsedMessage: the MIME walk (bodies, attachments, defects); headers.py decodes each header."""
 import binascii
 import email
 import email.policy
 import io
-import itertools
 import mimetypes
 import re
 import time
-import unicodedata
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesHeaderParser
-from email.utils import parsedate_to_datetime
 
 from portal.mailsync.charsets import clean, decode_text
+from portal.mailsync.headers import (ENCODED_WORD, Address, decode_addresses, decode_header, header_date, message_ids,
+                                     squash, unfold, word_bytes)
 
 MAX_PARTS = 500
-_NEWLINES = re.compile(r"[\r\n]+")
 # Delivery and read reports (and ARF abuse reports, just as automatic) never come from a person.
 DSN_TYPES = {"message/delivery-status", "message/disposition-notification", "message/global-delivery-status",
              "message/global-disposition-notification", "message/feedback-report"}
@@ -32,14 +30,6 @@ DEFAULT_NAMES = {
     "message/feedback-report": "feedback-report.txt",
     "text/rfc822-headers": "headers.txt", "message/global-headers": "headers.txt",
 }
-
-
-@dataclass(frozen=True)
-class Address:
-    """One mailbox: decoded display name and lower-cased address."""
-
-    name: str
-    email: str
 
 
 @dataclass(frozen=True)
@@ -86,222 +76,21 @@ class _RawPolicy(email.policy.Compat32):
 
     def header_fetch_parse(self, name, value):
         """The received value without line breaks; 8-bit bytes stay surrogate escapes for our own decoding."""
-        return _NEWLINES.sub("", value).strip()
+        return unfold(value).strip()
 
 
 _RAW = _RawPolicy()
 # Regenerating an attached message must keep its header lines byte for byte: no refolding, no re-encoding.
 _VERBATIM = email.policy.default.clone(refold_source="none", max_line_length=0, linesep="\r\n")
 
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
-_SURROGATE = re.compile("[\udc80-\udcff]")
-_UNLIKELY = re.compile("[\ue000-\uf8ff\ufffd]")
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
 _SPACED_NAME = re.compile(rb"([!-9;-~]+)[ \t]+:")
-_COMMENT = re.compile(r"\([^()]*\)")
-_NOT_IN_ADDRESS = re.compile(r'[<>"]')
-_ADDRESS_INSIDE = re.compile(r'[^<>"@]+@[^<>"@]+')
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
-_ASCII_SPACES = re.compile(r"[ \t\r\n]+")
-_ANGLE_ID = re.compile(r"<([^<>]*)>")
-_ADDRESS_TOKEN = re.compile(r"""
-      (?P<word>=\?[^?\s]+\?[bBqQ]\?[^?]*\?=)
-    | "(?P<quoted>(?:[^"\\]+|\\.)*)"?
-    | <(?P<angle>[^>]*)>?
-    | (?P<special>[,;:])
-    | (?P<text>[^"(<,;:=]+|.)
-""", re.VERBOSE | re.DOTALL)
-# Reply/forward markers in the languages our customers' correspondents use, with counters like Re[2]: or Re(2):.
-# Square-bracket tags ([ml:00123], ［重要］ after NFKC) go too, but only when text follows: mailing lists insert
-# them mid-thread. 【...】 is left alone: Japanese senders write it as part of the subject itself.
-_SUBJECT_PREFIXES = re.compile(r"""
-    (?: (?:re|fwd?|aw|wg|sv|vs|antw|返信|転送|回复|转发|답장|전달) \s* (?:\[\d*\]|\(\d*\)|\^\d+)? \s* :
-      | \[[^\[\]]{0,40}\](?=\s*\S)
-    )\s*
-""", re.VERBOSE)
-
 
 def _flag(result: ParsedMessage, code: str) -> None:
     """Record a defect once."""
     if code not in result.defects:
         result.defects.append(code)
-
-
-def _squash(text: str) -> str:
-    """Runs of ASCII whitespace (folding leftovers, tabs) as one space; the ideographic space is content and stays."""
-    return _ASCII_SPACES.sub(" ", text).strip()
-
-
-def _unfold(value: str) -> str:
-    """RFC 5322 unfolding: line breaks go, the whitespace after them stays."""
-    return _NEWLINES.sub("", value)
-
-
-def _decode_raw_text(text: str, hint: str | None) -> tuple[str, bool]:
-    """Decode raw 8-bit header bytes (surrogate escapes): UTF-8, then the message's charset, then guesses."""
-    if not _SURROGATE.search(text):
-        return text, False
-    data = text.encode("utf-8", "surrogateescape")
-    try:
-        return data.decode("utf-8"), False
-    except UnicodeDecodeError:
-        pass
-    if hint:
-        decoded, bad = decode_text(data, hint)
-        if not bad:
-            return decoded, False
-    decoded, bad = decode_text(data, None)
-    if _UNLIKELY.search(decoded):  # the Japanese guesses read Latin-1 "Fr\xf6sche" as private-use kanji
-        try:
-            return data.decode("cp1252"), True
-        except UnicodeDecodeError:
-            pass
-    return decoded, bad
-
-
-def _word_bytes(encoding: str, text: str) -> bytes:
-    """The bytes of one encoded word's text; sloppy base64 padding is repaired, not rejected."""
-    data = text.encode("utf-8", "surrogateescape")
-    if encoding in "qQ":
-        return binascii.a2b_qp(data, header=True)
-    data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
-    if len(data) % 4 == 1:
-        data = data[:-1]
-    return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
-
-
-def _decode_header(value: str, hint: str | None = None) -> tuple[str, bool]:
-    """Decode a raw header value; returns (text, defect)."""
-    value = _unfold(value)
-    tokens: list[tuple[str | None, object]] = []  # (None, literal text) or (charset, encoded-word bytes)
-    position, defect = 0, False
-    for match in _ENCODED_WORD.finditer(value):
-        between = value[position:match.start()]
-        if between and not (between.isspace() and tokens and tokens[-1][0] is not None):
-            tokens.append((None, between))
-        try:
-            data = _word_bytes(match.group(2), match.group(3))
-        except (binascii.Error, ValueError):
-            tokens.append((None, match.group(0)))
-            defect = True
-        else:
-            tokens.append((match.group(1).split("*", 1)[0].lower(), data))  # RFC 2231 adds *language
-        position = match.end()
-    if position < len(value):
-        tokens.append((None, value[position:]))
-    pieces = []
-    for charset, group in itertools.groupby(tokens, key=lambda token: token[0]):
-        group = [payload for _, payload in group]
-        if charset is None:
-            for literal in group:
-                text, bad = _decode_raw_text(literal, hint)
-                pieces.append(text)
-                defect |= bad
-            continue
-        # Words of one charset are decoded together: mailers split multi-byte characters across words.
-        text, bad = decode_text(b"".join(group), charset)
-        if bad and len(group) > 1:
-            decoded = [decode_text(data, charset) for data in group]
-            text, bad = "".join(text for text, _ in decoded), any(flag for _, flag in decoded)
-        pieces.append(text)
-        defect |= bad
-    return "".join(pieces), defect
-
-
-def decode_header_value(value: str) -> str:
-    """Decode RFC 2047 encoded words (ISO-2022-JP via CP50220, unknown charsets guessed) and raw 8-bit text."""
-    try:
-        return clean(_decode_header(value or "")[0])
-    except Exception:  # noqa: BLE001 - a header must never stop an import
-        return clean(str(value or ""))
-
-
-def _address_tokens(value: str):
-    """Yield (kind, text) tokens of an address list in one linear pass; comments may nest."""
-    position, length = 0, len(value)
-    while position < length:
-        if value[position] == "(":
-            depth, end = 0, position
-            while end < length:
-                char = value[end]
-                if char == "\\":
-                    end += 1
-                elif char == "(":
-                    depth += 1
-                elif char == ")":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                end += 1
-            yield "comment", value[position + 1:end]
-            position = end + 1
-            continue
-        match = _ADDRESS_TOKEN.match(value, position)
-        kind = match.lastgroup
-        yield kind, match.group(kind)
-        position = match.end()
-
-
-def _mailbox(words: list[str], angle: str | None, comments: list[str], hint: str | None) -> tuple[Address | None, bool]:
-    """One mailbox from its tokens, or None when it holds no address."""
-    if angle is not None:
-        address, name = angle, "".join(words)
-    else:  # addr-spec form; an old-style "(Name)" comment is the only name it has
-        address, name = "".join(words), " ".join(comments)
-    # Whitespace and comments go, and so does a source route or "mailto:".
-    address = "".join(_COMMENT.sub("", address).split()).rsplit(":", 1)[-1]
-    if _NOT_IN_ADDRESS.search(address):  # an unterminated quote or bracket swallowed it: keep the address inside
-        inside = _ADDRESS_INSIDE.findall(address)
-        address = inside[-1] if inside else ""
-    # A bare word is a name without an address (or group leftovers); <MAILER-DAEMON> is an address, if a local one.
-    if "@" not in address and not (angle and address):
-        return None, False
-    address, bad_address = _decode_raw_text(address, hint)
-    name, bad_name = _decode_header(name.strip(), hint)
-    return Address(_squash(name), address.lower()), bad_address or bad_name
-
-
-def _addresses(value: str, hint: str | None = None) -> tuple[list[Address], bool]:
-    """Parse an address list; returns (addresses, defect)."""
-    found, defect = [], False
-    words: list[str] = []
-    comments: list[str] = []
-    angle = None
-    for kind, token in itertools.chain(_address_tokens(_unfold(value)), [("special", ",")]):
-        if kind == "special" and token == ":" and angle is None:
-            words = []  # a group's display name ("unlisted-recipients:") is not a person
-        elif kind == "special":
-            address, bad = _mailbox(words, angle, comments, hint)
-            if address is not None:
-                found.append(address)
-            defect |= bad
-            words, comments, angle = [], [], None
-        elif kind == "angle":
-            angle = token if angle is None else angle
-        elif kind == "comment":
-            comments.append(token)
-        elif kind == "quoted":
-            words.append(re.sub(r"\\(.)", r"\1", token, flags=re.DOTALL))
-        else:
-            words.append(token)
-    return found, defect
-
-
-def parse_addresses(value: str) -> list[Address]:
-    """Parse an address-list header value (raw, encoded words allowed); never raises."""
-    try:
-        return [Address(clean(a.name), clean(a.email)) for a in _addresses(value or "")[0]]
-    except Exception:  # noqa: BLE001 - an address header must never stop an import
-        return []
-
-
-def normalise_subject(subject: str) -> str:
-    """Threading key: NFKC, casefold, whitespace collapsed, leading Re:/Fwd:/返信:/転送:/[list tags] stripped."""
-    text = " ".join(unicodedata.normalize("NFKC", subject or "").casefold().split())
-    position = 0
-    while match := _SUBJECT_PREFIXES.match(text, position):
-        position = match.end()
-    return text[position:]
 
 
 def _content_type(part: Message) -> str:
@@ -313,26 +102,6 @@ def _first(part: Message, name: str) -> str | None:
     """The first raw value of a header, or None."""
     values = part.get_all(name)
     return str(values[0]) if values else None
-
-
-def _ids(value: str | None) -> list[str]:
-    """Message ids in a header, without <> and whitespace; bare tokens with @ when nobody used <>."""
-    if not value:
-        return []
-    value = _unfold(value)
-    found = ["".join(_COMMENT.sub("", inner).split()) for inner in _ANGLE_ID.findall(value)]
-    if not found:
-        found = [token.strip("<>") for token in re.split(r"[\s,]+", value) if "@" in token]
-    return [clean(item) for item in found if item]
-
-
-def _date(value: str | None) -> datetime | None:
-    """The Date header as an aware datetime (-0000 counts as UTC), or None."""
-    try:
-        parsed = parsedate_to_datetime(_unfold(value).strip())
-    except (TypeError, ValueError, IndexError, OverflowError, AttributeError):
-        return None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
 
 
 def _repair_header_block(raw: bytes) -> tuple[bytes, bool]:
@@ -372,7 +141,7 @@ def _charset_hint(root: Message) -> str | None:
             break
         part = part.get_payload()[0]
     for _name, value in root.raw_items():
-        match = _ENCODED_WORD.search(value)
+        match = ENCODED_WORD.search(value)
         if match:
             return match.group(1).split("*", 1)[0]
     return None
@@ -382,7 +151,7 @@ def _is_auto_submitted(root: Message) -> bool:
     """Auto-Submitted other than no, X-Autoreply, X-Autorespond, or Precedence bulk/junk/auto_reply."""
     def token(name: str) -> str | None:
         value = _first(root, name)
-        return None if value is None else (_unfold(value).split(";")[0].split() or [""])[0].lower()
+        return None if value is None else (unfold(value).split(";")[0].split() or [""])[0].lower()
 
     auto = token("Auto-Submitted")
     if auto and auto != "no":
@@ -395,30 +164,30 @@ def _is_auto_submitted(root: Message) -> bool:
 def _read_headers(root: Message, result: ParsedMessage, hint: str | None) -> None:
     """Fill the header fields from raw values."""
     raw_id = _first(root, "Message-ID") or ""
-    ids = _ids(raw_id)
+    ids = message_ids(raw_id)
     result.message_id = ids[0] if ids else clean(re.sub(r"[\s<>]", "", raw_id)) or None
-    replied = _ids(_first(root, "In-Reply-To"))
+    replied = message_ids(_first(root, "In-Reply-To"))
     result.in_reply_to = replied[0] if replied else None
     references = []
     for value in root.get_all("References") or []:
-        references.extend(item for item in _ids(value) if item not in references)
+        references.extend(item for item in message_ids(value) if item not in references)
     result.references = references
     subject = _first(root, "Subject")
     if subject is not None:
-        result.subject, bad = _decode_header(subject, hint)
-        result.subject = _squash(result.subject)
+        result.subject, bad = decode_header(subject, hint)
+        result.subject = squash(result.subject)
         if bad:
             _flag(result, "header_decode")
     for name, attribute in (("From", "from_"), ("To", "to"), ("Cc", "cc"), ("Bcc", "bcc")):
         found = []
         for value in root.get_all(name) or []:
-            addresses, bad = _addresses(str(value), hint)
+            addresses, bad = decode_addresses(str(value), hint)
             found.extend(addresses)
             if bad:
                 _flag(result, "header_decode")
         setattr(result, attribute, found)
     raw_date = _first(root, "Date")
-    result.date = _date(raw_date) if raw_date is not None else None
+    result.date = header_date(raw_date) if raw_date is not None else None
     if raw_date is not None and result.date is None:
         _flag(result, "date")
     result.auto_submitted = _is_auto_submitted(root)
@@ -438,10 +207,10 @@ def _filename(part: Message, hint: str | None) -> tuple[str | None, bool]:
             charset, _language, text = value
             name, bad = decode_text(text.encode("latin-1", "surrogateescape"), charset or hint)
             if "=?" in name:  # some mailers put encoded words inside RFC 2231 values
-                name, again = _decode_header(name, hint)
+                name, again = decode_header(name, hint)
                 bad |= again
         elif value:
-            name, bad = _decode_header(str(value), hint)
+            name, bad = decode_header(str(value), hint)
         else:
             continue
         name = re.split(r"[\\/]", name)[-1].strip()  # Netscape sent "C:\\TEMP\\x.png"; a name must not be a path
@@ -462,7 +231,7 @@ def _message_bytes(part: Message, cte: str) -> bytes:
         chunks.append(buffer.getvalue())
     data = b"".join(chunks)
     if cte == "base64":  # not allowed for message/rfc822, but some mailers do it and the parser ignores it
-        return _word_bytes("b", data.decode("ascii", "replace"))
+        return word_bytes("b", data.decode("ascii", "replace"))
     if cte == "quoted-printable":
         return binascii.a2b_qp(data)
     return data

@@ -3,7 +3,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from portal.mailsync.parse import parse_addresses
+from portal.mailsync.headers import parse_addresses
 
 
 class Exclusion(str, enum.Enum):

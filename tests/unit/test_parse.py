@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from portal.mailsync.parse import (Address, ParsedMessage, decode_header_value, normalise_subject, parse_addresses,
-                                   parse_message)
+from portal.mailsync.headers import Address, decode_header_value, normalise_subject, parse_addresses
+from portal.mailsync.parse import ParsedMessage, parse_message
 from tests.mailtext import assert_clean, jis
 
 CRLF = b"\r\n"
