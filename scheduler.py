@@ -1,12 +1,8 @@
-"""Builds the in-process APScheduler scheduler and its jobs; the only module that knows Flask and the jobs."""
+"""Builds the in-process APScheduler scheduler and its jobs (the only place that does), from portal.background."""
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
-from portal.auth.services import purge_expired_sessions
-from portal.automations.runner import run_due_steps
-from portal.extensions import db
-from portal.mailbox.syncing import run_sync
-from portal.models import utcnow
+from portal.background import run_automation_steps, run_session_purge, run_sync
 
 PURGE_SESSIONS_JOB_ID = "purge-expired-login-sessions"
 SYNC_JOB_ID = "import-mail"
@@ -20,13 +16,12 @@ def sync_job(app: Flask) -> int:
 
 def automation_job(app: Flask) -> int:
     """Send every due sales automation step; returns how many mails went out."""
-    return run_due_steps(app)
+    return run_automation_steps(app)
 
 
 def purge_sessions_job(app: Flask) -> int:
-    """Delete expired login sessions inside an app context."""
-    with app.app_context():
-        return purge_expired_sessions(db.session, utcnow())
+    """Delete expired login sessions; returns how many."""
+    return run_session_purge(app)
 
 
 def build_scheduler(app: Flask) -> BackgroundScheduler:

@@ -40,12 +40,12 @@ os.environ["PORTAL_INSTANCE_PATH"] = str(WORKDIR / "instance")
 
 from sqlalchemy import func, select  # noqa: E402
 
+from portal.background import engine_config, mailbox_connector, on_mail_imported, run_sync  # noqa: E402
 from portal.extensions import db  # noqa: E402
-from portal.mailbox.services import LinkRequest, connection_policy, link_mailbox, secret_box  # noqa: E402
-from portal.mailbox.syncing import session_scope  # noqa: E402
+from portal.mailbox.credentials import secret_box  # noqa: E402
+from portal.mailbox.services import LinkRequest, connection_policy, link_mailbox  # noqa: E402
 from portal.mailsync.connection import ServerSettings, close_quietly, open_imap  # noqa: E402
-from portal.mailsync.engine import EngineConfig, PassResult, sync_link  # noqa: E402
-from portal.mailsync.runner import connector, sync_many  # noqa: E402
+from portal.mailsync.engine import PassResult, sync_link  # noqa: E402
 from portal.mailsync.verify import find_sent_folder, folder_snapshot  # noqa: E402
 from portal.models import FolderRole, LinkState, MailboxLink, MailMessage, Role, Security, utcnow  # noqa: E402
 from tests.factories import enable_email, make_account, make_customer, make_member  # noqa: E402
@@ -301,12 +301,12 @@ def bare_loop(dovecot: Dovecot, user: MailUser) -> tuple[int, int, Stopwatch]:
 
 
 def engine_pass(app, dovecot: Dovecot, link_id: int) -> tuple[PassResult, Stopwatch]:
-    """One sync_link pass over the link with the default EngineConfig, as the scheduler would run it."""
-    connect = connector(secret_box(app.config), connection_policy(app.config))
+    """One sync_link pass over the link, wired as the scheduler's run_sync wires it."""
+    connect = mailbox_connector(app.config)
     db.session.expire_all()
     link = db.session.get(MailboxLink, link_id)
     with Stopwatch((dovecot.instance_name, str(dovecot.config_file))) as watch:
-        result = sync_link(db.session, link, connect, utcnow, EngineConfig())
+        result = sync_link(db.session, link, connect, utcnow, engine_config(app.config), on_mail_imported)
     return result, watch
 
 
@@ -375,11 +375,9 @@ def run_idle(app, dovecot: Dovecot, count: int) -> bool:
         link_ids = make_idle_links(app, dovecot, count)
     setup_seconds = time.perf_counter() - start
 
-    scope = session_scope(app)  # a session per link, as the scheduler's run_sync uses
     workers = app.config["SYNC_WORKERS"]
-    connect = connector(secret_box(app.config), connection_policy(app.config))
     with Stopwatch((dovecot.instance_name, str(dovecot.config_file))) as watch:
-        results = sync_many(scope, link_ids, connect, utcnow, EngineConfig(), workers=workers)
+        results = run_sync(app, link_ids)  # exactly the scheduler's job: a session per link, SYNC_WORKERS threads
     failed = [r for r in results if r.skipped or r.error or r.state != LinkState.ACTIVE or r.imported]
     print(f"\nidle pass: {count} links, each its own Dovecot user (linked in {setup_seconds:.1f} s), no new mail, "
           f"sync_many with SYNC_WORKERS={workers}")

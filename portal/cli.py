@@ -4,10 +4,11 @@ from flask import Flask
 from sqlalchemy import select
 
 from portal.auth.services import normalise_email
+from portal.background import run_sync
 from portal.email_address import INVALID_EMAIL, is_valid_email
 from portal.extensions import db
-from portal.mailbox.services import rotate_encryption_key, secret_box
-from portal.mailbox.syncing import run_sync
+from portal.mailbox.credentials import secret_box
+from portal.mailbox.services import rotate_encryption_key
 from portal.models import Account, AccountStatus, User
 from portal.settings import services
 

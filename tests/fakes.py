@@ -3,6 +3,7 @@ import smtplib
 from datetime import datetime, timezone
 from email import message_from_bytes
 
+from portal.mailbox.credentials import StoredPasswords
 from portal.mails.sending import SendEnvironment
 from portal.mailsync.connection import ConnectionPolicy
 from portal.secretbox import SecretBox
@@ -61,6 +62,6 @@ class FakeImap:
 
 def environment(smtp, imap=None) -> SendEnvironment:
     """A send environment with fake connectors."""
-    return SendEnvironment(box=SecretBox(TEST_KEY), policy=ConnectionPolicy(), public_base_url="https://portal.test",
-                           secret_key="secret", now=lambda: FAKE_NOW, open_smtp=smtp.connect,
-                           open_imap=(imap or FakeImap()).connect)
+    return SendEnvironment(credentials=StoredPasswords(SecretBox(TEST_KEY)), policy=ConnectionPolicy(),
+                           public_base_url="https://portal.test", secret_key="secret", now=lambda: FAKE_NOW,
+                           open_smtp=smtp.connect, open_imap=(imap or FakeImap()).connect)

@@ -3,17 +3,14 @@ import hashlib
 import logging
 from datetime import datetime, timedelta
 
-from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from portal.automations.services import complete, may_send_from, stop_for_deleted_customers
-from portal.mailbox.syncing import session_scope
-from portal.mails.sending import (AlreadySent, InvalidHeader, NoMailbox, Outgoing, SendEnvironment, SendFailed,
-                                  send_environment, send_mail)
+from portal.mails.sending import AlreadySent, InvalidHeader, NoMailbox, Outgoing, SendEnvironment, SendFailed, send_mail
 from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders, fill_subject
 from portal.models import (EMAIL_FEATURE, Account, AccountStatus, Enrollment, EnrollmentState, FeatureContract,
-                           MailMessage, Membership, MembershipState, utcnow)
+                           MailMessage, Membership, MembershipState)
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +138,3 @@ def send_due_steps(session: Session, now: datetime, env: SendEnvironment) -> int
             logger.exception("automation step failed for enrollment %s", enrollment_id)
             _record_error(session, enrollment_id, "送信中に予期しないエラーが発生しました。", now)
     return sent
-
-
-def run_due_steps(app: Flask) -> int:
-    """Send due steps inside an app context (for the scheduler and the CLI); returns how many went out."""
-    with session_scope(app)() as session:
-        return send_due_steps(session, utcnow(), send_environment(app.config))

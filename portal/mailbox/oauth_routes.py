@@ -7,6 +7,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from portal.extensions import db
 from portal.features.services import FeatureOff, is_enabled
 from portal.mailbox import oauth, services
+from portal.mailbox.credentials import secret_box
 from portal.mailsync.connection import MailboxError
 from portal.models import LinkState, MailboxPreset, utcnow
 from portal.oauth.client import OAuthError
@@ -62,7 +63,7 @@ def start():
         return refused("この推奨設定はOAuth2のサインインに対応していません。推奨設定を選び直してください。")
     state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(64)
     try:
-        url = oauth.provider_client(preset, services.secret_box(current_app.config), current_app.config) \
+        url = oauth.provider_client(preset, secret_box(current_app.config), current_app.config) \
             .authorization_url(redirect_uri(), state, nonce, verifier)
     except OAuthError as error:
         return refused(error.message, 502 if error.code == "provider_unavailable" else 400)
@@ -94,7 +95,7 @@ def callback():
     preset = db.session.get(MailboxPreset, pending["preset_id"])
     if preset is None or preset.account_id != membership.account_id or not preset.uses_oauth:
         return refused("推奨設定が見つかりません。推奨設定を選び直してください。")
-    box = services.secret_box(current_app.config)
+    box = secret_box(current_app.config)
     try:
         client = oauth.provider_client(preset, box, current_app.config)
         tokens, identity = client.exchange_code(request.args["code"], redirect_uri(), pending["verifier"],

@@ -1,12 +1,13 @@
 """メールボックス連携: link one's own mailbox after a real check, see its state, unlink it."""
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
+from portal.background import run_sync
 from portal.extensions import db
 from portal.features.services import FeatureOff, is_enabled
 from portal.mailbox import services
+from portal.mailbox.credentials import secret_box
 from portal.mailbox.forms import LinkForm, ReauthForm
 from portal.mailbox.oauth_routes import sign_in_label
-from portal.mailbox.syncing import run_sync
 from portal.mailsync.connection import MailboxError, ServerSettings
 from portal.mailsync.rules import EXCLUSION_LABELS
 from portal.models import MailboxLink, MailboxPreset, Security, utcnow
@@ -97,7 +98,7 @@ def _link(form: LinkForm, membership) -> bool:
         return False
     try:
         services.link_mailbox(db.session, membership, _link_request(form, preset.id if preset else None), policy,
-                              services.secret_box(current_app.config), utcnow())
+                              secret_box(current_app.config), utcnow())
         return True
     except MailboxError as error:
         form.form_errors.append(error.message)
@@ -121,7 +122,7 @@ def reauth():
         try:
             services.reauthenticate(db.session, link, form.imap_password.data, form.smtp_password.data,
                                     services.connection_policy(current_app.config),
-                                    services.secret_box(current_app.config), utcnow())
+                                    secret_box(current_app.config), utcnow())
         except MailboxError as error:
             form.form_errors.append(error.message)
         else:

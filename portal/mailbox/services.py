@@ -10,6 +10,7 @@ from portal import audit
 from portal.auth.services import normalise_email
 from portal.features.services import FeatureOff, is_enabled
 from portal.mailbox import oauth
+from portal.mailbox.credentials import link_passwords, password_context
 from portal.mailsync.connection import ConnectionPolicy, ServerSettings
 from portal.mailsync.verify import FolderSnapshot, verify_mailbox
 from portal.models import (EMAIL_FEATURE, ImportLogEntry, LinkState, MailboxFolder, MailboxLink, MailboxPreset, Membership,
@@ -50,16 +51,6 @@ def connection_policy(config: Mapping) -> ConnectionPolicy:
                             ca_file=config.get("MAIL_CA_FILE"),
                             extra_ports=tuple(config.get("MAIL_EXTRA_PORTS") or ()),
                             timeout=float(config.get("MAIL_TIMEOUT_SECONDS", 15)))
-
-
-def secret_box(config: Mapping) -> SecretBox:
-    """The password encrypter from the app settings."""
-    return SecretBox(config["MAILBOX_ENCRYPTION_KEY"], config.get("MAILBOX_ENCRYPTION_OLD_KEYS") or ())
-
-
-def password_context(link_id: int, column: str) -> str:
-    """Binds a ciphertext to one row and column, so a copy elsewhere does not decrypt."""
-    return f"mailbox_links:{link_id}:{column}"
 
 
 def live_link(session: Session, membership_id: int) -> MailboxLink | None:
@@ -137,12 +128,6 @@ def reauthenticate(session: Session, link: MailboxLink, imap_password: str, smtp
     audit.record(session, link.account_id, link.membership.user_id, "mailbox.reauth", "mailbox_link", link.id,
                  at=now.isoformat())
     session.commit()
-
-
-def link_passwords(link: MailboxLink, box: SecretBox) -> tuple[str, str]:
-    """Decrypt the IMAP and SMTP passwords of a link (for the import engine and sending)."""
-    return (box.decrypt(link.imap_password_encrypted, password_context(link.id, "imap_password")),
-            box.decrypt(link.smtp_password_encrypted, password_context(link.id, "smtp_password")))
 
 
 def _unlink(session: Session, link: MailboxLink, reason: UnlinkReason, actor_user_id: int | None,

@@ -17,13 +17,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from portal.auth.services import normalise_email
-from portal.mailbox.services import connection_policy, link_passwords, live_link, secret_box
+from portal.mailbox.credentials import link_credentials
+from portal.mailbox.services import connection_policy, live_link
 from portal.mailsync.connection import (ConnectionPolicy, MailboxError, ServerSettings, close_quietly, open_imap,
                                         open_smtp)
+from portal.mailsync.credentials import CredentialsProvider
 from portal.mailsync.headers import decode_header_value, normalise_subject
 from portal.models import (Customer, Direction, FolderRole, LinkState, MailboxLink, MailCustomer, MailDraft,
                            MailMessage, MailSource, MailThread, Membership, TrackedLink, utcnow)
-from portal.secretbox import SecretBox
 from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, open_token
 
 URL_PATTERN = re.compile(r"https?://[^\s<>\"'（）「」、。]+", re.IGNORECASE)
@@ -77,9 +78,9 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class SendEnvironment:
-    """Everything sending needs from outside: keys, policy, the portal's public address, a clock, connectors."""
+    """Everything sending needs from outside: credentials, policy, the portal's public address, a clock, connectors."""
 
-    box: SecretBox
+    credentials: CredentialsProvider  # the link's SMTP and IMAP settings (the same seam the import uses)
     policy: ConnectionPolicy
     public_base_url: str | None  # None: tracking is off (links to an unreachable portal would break the mail)
     secret_key: str
@@ -90,7 +91,7 @@ class SendEnvironment:
 
 def send_environment(config: Mapping) -> SendEnvironment:
     """Keys, connection rules, the portal's public address and the clock, from the app settings."""
-    return SendEnvironment(box=secret_box(config), policy=connection_policy(config),
+    return SendEnvironment(credentials=link_credentials(config), policy=connection_policy(config),
                            public_base_url=config["PUBLIC_BASE_URL"], secret_key=config["SECRET_KEY"], now=utcnow)
 
 
@@ -318,18 +319,10 @@ def _mime(member: Membership, link: MailboxLink, to: Address, subject: str, mess
     return mime
 
 
-def _settings(link: MailboxLink, box: SecretBox, protocol: str) -> ServerSettings:
-    """The link's server settings with its decrypted password."""
-    imap_password, smtp_password = link_passwords(link, box)
-    if protocol == "smtp":
-        return ServerSettings(link.smtp_host, link.smtp_port, link.smtp_security, link.smtp_username, smtp_password)
-    return ServerSettings(link.imap_host, link.imap_port, link.imap_security, link.imap_username, imap_password)
-
-
 def _smtp_send(link: MailboxLink, mime: EmailMessage, to: Address, env: SendEnvironment) -> None:
     """Hand the message to the company's SMTP server; every refusal becomes SendFailed in Japanese."""
     try:
-        smtp = env.open_smtp(_settings(link, env.box, "smtp"), env.policy)
+        smtp = env.open_smtp(env.credentials.smtp_settings(link), env.policy)
     except MailboxError as error:
         raise SendFailed(error.message) from error
     try:
@@ -363,10 +356,7 @@ def _copy_to_sent(link: MailboxLink, raw: bytes, message_id: str, sent_at: datet
     sent = next((folder for folder in link.folders if folder.role == FolderRole.SENT), None)
     if sent is None:
         return
-    try:
-        client = env.open_imap(_settings(link, env.box, "imap"), env.policy)
-    except MailboxError:
-        raise
+    client = env.open_imap(env.credentials.imap_settings(link), env.policy)  # MailboxError: a warning
     try:
         client.select_folder(sent.name)
         if not client.search(["HEADER", "Message-ID", message_id]):

@@ -1,10 +1,14 @@
-"""The mailbox client the engine uses: read-only EXAMINE, header prefetch and BODY.PEEK[] fetches over imapclient."""
+"""The mailbox client the engine uses: read-only EXAMINE, header prefetch and BODY.PEEK[] fetches over imapclient.
+
+This adapter is the only part of the import that knows imapclient: its errors leave here as MailboxError.
+"""
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 from imapclient import IMAPClient
 
-from portal.mailsync.connection import ConnectionPolicy, ServerSettings, close_quietly, open_imap
+from portal.mailsync.connection import ConnectionPolicy, ServerSettings, close_quietly, open_imap, server_error
 
 ENVELOPE_HEADERS = b"FROM TO CC BCC MESSAGE-ID SUBJECT DATE"
 HEADER_ITEM = b"BODY.PEEK[HEADER.FIELDS (" + ENVELOPE_HEADERS + b")]"
@@ -29,6 +33,15 @@ class FetchedEnvelope:
     headers: bytes
 
 
+@contextmanager
+def _server_errors():
+    """Turn imapclient's and the socket's errors in the middle of a pass into the engine's MailboxError."""
+    try:
+        yield
+    except (IMAPClient.Error, OSError) as error:
+        raise server_error(error) from error
+
+
 class ImapMailboxClient:
     """imapclient adapter: opens folders read-only and never stores flags, moves or deletes anything."""
 
@@ -44,18 +57,20 @@ class ImapMailboxClient:
 
     def examine(self, folder: str) -> FolderInfo:
         """Open the folder read-only (EXAMINE) and return UIDVALIDITY and UIDNEXT."""
-        response = self._client.select_folder(folder, readonly=True)
-        uidnext = response.get(b"UIDNEXT")
-        if uidnext is None:  # some servers omit it on EXAMINE; STATUS always has it
-            uidnext = self._client.folder_status(folder, [b"UIDNEXT"])[b"UIDNEXT"]
+        with _server_errors():
+            response = self._client.select_folder(folder, readonly=True)
+            uidnext = response.get(b"UIDNEXT")
+            if uidnext is None:  # some servers omit it on EXAMINE; STATUS always has it
+                uidnext = self._client.folder_status(folder, [b"UIDNEXT"])[b"UIDNEXT"]
         return FolderInfo(int(response[b"UIDVALIDITY"]), int(uidnext))
 
     def fetch_envelopes(self, first_uid: int, last_uid: int) -> list[FetchedEnvelope]:
         """Size, arrival time and the rule headers of UIDs first..last (explicit UIDs: no `n:*` surprise)."""
         if last_uid < first_uid:
             return []
-        response = self._client.fetch(list(range(first_uid, last_uid + 1)),
-                                      [b"RFC822.SIZE", b"INTERNALDATE", HEADER_ITEM])
+        with _server_errors():
+            response = self._client.fetch(list(range(first_uid, last_uid + 1)),
+                                          [b"RFC822.SIZE", b"INTERNALDATE", HEADER_ITEM])
         envelopes = []
         for uid, data in response.items():
             if not first_uid <= uid <= last_uid:
@@ -71,12 +86,14 @@ class ImapMailboxClient:
         """The full bytes of the given UIDs, with PEEK so nothing is marked read."""
         if not uids:
             return {}
-        response = self._client.fetch(uids, [b"BODY.PEEK[]"])
+        with _server_errors():
+            response = self._client.fetch(uids, [b"BODY.PEEK[]"])
         return {uid: data[b"BODY[]"] for uid, data in response.items() if uid in uids and b"BODY[]" in data}
 
     def uids_since(self, day: date) -> list[int]:
         """UIDs of messages that arrived on or after the day (used after a UIDVALIDITY reset)."""
-        return sorted(self._client.search(["SINCE", day]))
+        with _server_errors():
+            return sorted(self._client.search(["SINCE", day]))
 
     def close(self) -> None:
         """Log out, or drop the connection if the server is gone."""

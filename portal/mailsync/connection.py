@@ -79,6 +79,13 @@ def network_error(protocol: str, error: BaseException) -> MailboxError:
                                           "ホスト名・ポート番号を確認し、サーバーが起動しているか確かめてください。")
 
 
+def server_error(error: BaseException) -> MailboxError:
+    """Translate a failure in the middle of a pass (a dropped or broken IMAP session) into the member's words."""
+    if isinstance(error, TimeoutError) or "timed out" in str(error):
+        return MailboxError("server_error", "メールサーバーからの応答が途中で途切れました（タイムアウト）。自動的に再試行します。")
+    return MailboxError("server_error", "メールサーバーとの通信中にエラーが発生しました。自動的に再試行します。")
+
+
 def check_policy(protocol: str, settings: ServerSettings, policy: ConnectionPolicy) -> None:
     """Refuse plaintext and non-mail ports before any connection is made."""
     if settings.security == Security.NONE and not policy.allow_plaintext:

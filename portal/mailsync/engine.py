@@ -7,14 +7,12 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Callable, Protocol
 
-from imapclient import IMAPClient
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from portal.automations.services import stop_on_customer_reply
 from portal.mailsync.client import FetchedEnvelope, FolderInfo
-from portal.mailsync.connection import MailboxError
+from portal.mailsync.connection import MailboxError, server_error
 from portal.mailsync.headers import decode_header_value, normalise_subject
 from portal.mailsync.parse import ParsedMessage, parse_message
 from portal.mailsync.rules import (AccountSnapshot, CustomerRef, Decision, Envelope, Exclusion, decide,
@@ -24,6 +22,14 @@ from portal.models import (Customer, Direction, FolderRole, ImportLogEntry, Link
                            MembershipState, User)
 
 THREAD_WINDOW = timedelta(days=30)
+
+# Called with each batch's newly stored messages inside the batch's transaction, before its commit, so what a
+# feature does about new mail (stop an automation on a customer's reply) commits or rolls back with the import.
+AfterImport = Callable[[Session, list[MailMessage], datetime], object]
+
+
+def nothing_after_import(session: Session, messages: list[MailMessage], now: datetime) -> None:
+    """The default hook: the engine alone only imports."""
 
 
 class MailboxClient(Protocol):
@@ -259,7 +265,8 @@ def _log_exclusions(session: Session, link: MailboxLink, folder: MailboxFolder, 
 
 
 def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
-                 envelopes: list[FetchedEnvelope], batch: _Batch, config: EngineConfig, now: datetime) -> int:
+                 envelopes: list[FetchedEnvelope], batch: _Batch, config: EngineConfig, now: datetime,
+                 after_import: AfterImport) -> int:
     """Fetch the chosen bodies, store them and the log; the caller commits with the checkpoint."""
     by_uid = {envelope.uid: envelope for envelope in envelopes}
     bodies = client.fetch_raw(sorted(batch.fetch))  # a message expunged in between is simply gone
@@ -273,21 +280,22 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         for uid, decision in batch.too_large.items():
             imported += writer.store(uid, raws[uid], decision, by_uid[uid].internal_date, True)
         _log_exclusions(session, link, folder, batch, by_uid)
-    stop_on_customer_reply(session, writer.created, now)  # same transaction as the messages
+    after_import(session, writer.created, now)  # same transaction as the messages
     return imported
 
 
 def _sync_uids(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
                snapshot: AccountSnapshot, ranges: list[tuple[int, int]], boundary: int,
                linked_at: datetime | None, config: EngineConfig, result: PassResult, now: datetime,
-               wanted: set[int] | None = None) -> None:
+               after_import: AfterImport, wanted: set[int] | None = None) -> None:
     """Process UID ranges batch by batch; each batch and its checkpoint commit together."""
     for first, last in ranges:
         envelopes = [e for e in client.fetch_envelopes(first, last) if wanted is None or e.uid in wanted]
         batch = _decide_batch(envelopes, snapshot, boundary, linked_at, config)
         for attempt in (1, 2):
             try:
-                result.imported += _apply_batch(session, link, folder, client, envelopes, batch, config, now)
+                result.imported += _apply_batch(session, link, folder, client, envelopes, batch, config, now,
+                                                after_import)
                 folder.last_uid = max(folder.last_uid, last)
                 session.commit()
                 break
@@ -305,7 +313,8 @@ def _batches(first: int, last: int, size: int) -> list[tuple[int, int]]:
 
 
 def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
-                 snapshot: AccountSnapshot, config: EngineConfig, result: PassResult, now: datetime) -> None:
+                 snapshot: AccountSnapshot, config: EngineConfig, result: PassResult, now: datetime,
+                 after_import: AfterImport) -> None:
     """Import what is new in one folder since its checkpoint (or since the link time after a reset)."""
     info = client.examine(folder.name)
     if info.uidvalidity != folder.uidvalidity:
@@ -316,7 +325,7 @@ def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         uids = client.uids_since(link.linked_at.date() - timedelta(days=1))
         chunks = [uids[i:i + config.batch_size] for i in range(0, len(uids), config.batch_size)]
         _sync_uids(session, link, folder, client, snapshot, [(c[0], c[-1]) for c in chunks], 1, link.linked_at,
-                   config, result, now, wanted=set(uids))
+                   config, result, now, after_import, wanted=set(uids))
         folder.last_uid = max(folder.last_uid, info.uidnext - 1)
         session.commit()
         return
@@ -324,7 +333,7 @@ def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         return
     _sync_uids(session, link, folder, client, snapshot,
                _batches(folder.last_uid + 1, info.uidnext - 1, config.batch_size),
-               folder.boundary_uidnext, None, config, result, now)
+               folder.boundary_uidnext, None, config, result, now, after_import)
 
 
 def _backoff(failures: int, config: EngineConfig) -> timedelta:
@@ -357,7 +366,8 @@ def _prune_import_log(session: Session, link_id: int, keep: int) -> None:
 
 
 def sync_link(session: Session, link: MailboxLink, connect: Callable[[MailboxLink], MailboxClient],
-              now: Callable[[], datetime], config: EngineConfig = EngineConfig()) -> PassResult:
+              now: Callable[[], datetime], config: EngineConfig = EngineConfig(),
+              after_import: AfterImport = nothing_after_import) -> PassResult:
     """One pass over INBOX and Sent of a link; failures are recorded on the link, never raised."""
     result = PassResult(link.id)
     if link.state in (LinkState.UNLINKED, LinkState.REAUTH):
@@ -371,13 +381,12 @@ def sync_link(session: Session, link: MailboxLink, connect: Callable[[MailboxLin
     try:
         snapshot = account_snapshot(session, link.account_id)
         for folder in sorted(link.folders, key=lambda f: f.role.value):
-            _sync_folder(session, link, folder, client, snapshot, config, result, now())
+            _sync_folder(session, link, folder, client, snapshot, config, result, now(), after_import)
     except MailboxError as error:
         _record_failure(session, link, error, now(), config, result)
         return result
-    except (IMAPClient.Error, OSError) as error:
-        _record_failure(session, link, MailboxError("server_error", _server_error_message(error)), now(), config,
-                        result)
+    except OSError as error:  # a client that lets a dropped connection through as it is
+        _record_failure(session, link, server_error(error), now(), config, result)
         return result
     finally:
         client.close()
@@ -386,13 +395,6 @@ def sync_link(session: Session, link: MailboxLink, connect: Callable[[MailboxLin
     _prune_import_log(session, link.id, config.import_log_keep)
     session.commit()
     return result
-
-
-def _server_error_message(error: Exception) -> str:
-    """The member's words for a failure in the middle of a pass."""
-    if isinstance(error, TimeoutError) or "timed out" in str(error):
-        return "メールサーバーからの応答が途中で途切れました（タイムアウト）。自動的に再試行します。"
-    return "メールサーバーとの通信中にエラーが発生しました。自動的に再試行します。"
 
 
 def claim_lease(session: Session, link_id: int, owner: str, now: datetime, seconds: int) -> bool:

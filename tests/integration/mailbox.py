@@ -3,7 +3,9 @@ from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from portal.background import on_mail_imported
 from portal.extensions import db
+from portal.mailbox.credentials import StoredPasswords
 from portal.mailbox.services import LinkRequest, link_mailbox
 from portal.mailsync.connection import ConnectionPolicy, ServerSettings
 from portal.mailsync.engine import EngineConfig, sync_link
@@ -44,7 +46,7 @@ class Mailbox:
         return self.dovecot.append(self.user.email, self.user.password, folder, raw, msg_time=when)
 
     def sync(self, config: EngineConfig = EngineConfig(), connect=None):
-        """Run one pass of the engine over this link."""
+        """Run one pass of the engine over this link, with the production after-import hook."""
         db.session.expire_all()
-        return sync_link(db.session, self.link, connect or connector(SecretBox(TEST_KEY), self.policy), utcnow,
-                         config)
+        connect = connect or connector(StoredPasswords(SecretBox(TEST_KEY)), self.policy)
+        return sync_link(db.session, self.link, connect, utcnow, config, on_mail_imported)

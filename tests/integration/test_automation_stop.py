@@ -10,6 +10,7 @@ from sqlalchemy import select
 from portal.automations import services
 from portal.automations.runner import send_due_steps
 from portal.extensions import db
+from portal.mailbox.credentials import StoredPasswords
 from portal.mails.sending import SendEnvironment
 from portal.models import Direction, Enrollment, EnrollmentState, MailMessage, MailTemplate, StopReason, utcnow
 from portal.secretbox import SecretBox
@@ -97,8 +98,8 @@ def test_due_step_goes_out_over_smtps_and_the_reply_to_it_stops_the_sequence(wor
     """A step goes out filled through real SMTPS and into Sent; the customer's answer from Dovecot stops the rest."""
     enrollment = enrol(world)
     box, smtp = world["mailbox"], world["smtp"]
-    env = SendEnvironment(box=SecretBox(TEST_KEY), policy=box.policy, public_base_url="https://portal.example.jp",
-                          secret_key="test-secret", now=utcnow)
+    env = SendEnvironment(credentials=StoredPasswords(SecretBox(TEST_KEY)), policy=box.policy,
+                          public_base_url="https://portal.example.jp", secret_key="test-secret", now=utcnow)
     assert send_due_steps(db.session, utcnow(), env) == 1
     [received] = smtp.messages
     sent = message_from_bytes(received.data)

@@ -6,6 +6,7 @@ from email.utils import make_msgid
 from sqlalchemy import func, select
 
 from portal.extensions import db
+from portal.mailbox.credentials import StoredPasswords
 from portal.mailsync.connection import ConnectionPolicy
 from portal.mailsync.engine import EngineConfig
 from portal.mailsync.runner import connector
@@ -169,7 +170,7 @@ def test_pass_broken_mid_way_then_rerun_stores_each_message_once(mailbox):
     for number in range(5):
         mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject=f"件名{number}"))
     config = EngineConfig(batch_size=2)
-    real = connector(SecretBox(TEST_KEY), mailbox.policy)
+    real = connector(StoredPasswords(SecretBox(TEST_KEY)), mailbox.policy)
     broken = mailbox.sync(config, connect=lambda link: DropAfter(real(link), fail_on=2))
     assert broken.state == LinkState.ERROR and len(stored()) == 2
     mailbox.link.next_attempt_at = None
@@ -192,7 +193,7 @@ def test_server_unreachable_then_back_imports_what_arrived(mailbox):
     mailbox.link.imap_port = 1  # nothing listens there
     db.session.commit()
     policy = ConnectionPolicy(ca_file=mailbox.policy.ca_file, extra_ports=(1,) + mailbox.policy.extra_ports)
-    result = mailbox.sync(connect=connector(SecretBox(TEST_KEY), policy))
+    result = mailbox.sync(connect=connector(StoredPasswords(SecretBox(TEST_KEY)), policy))
     db.session.refresh(mailbox.link)
     assert result.state == LinkState.ERROR and mailbox.link.next_attempt_at > utcnow()
     mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="停止中に届いた"))

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.mailbox.services import link_passwords, secret_box
+from portal.mailbox.credentials import link_passwords, secret_box
 from portal.models import FolderRole, LinkState, MailboxLink, MailboxPreset
 from tests.factories import PASSWORD, enable_email, make_account
 from tests.integration.servers import Dovecot, free_port

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.mailbox.oauth import preset_secret_context, token_context
-from portal.mailbox.services import secret_box
+from portal.mailbox.credentials import secret_box
 from portal.models import Account, AuthMethod, LinkState, Membership, MailboxLink, MailboxPreset, OAuthProvider, Role, Security
 from portal.secretbox import SecretBox
 from tests.factories import PASSWORD, TEST_KEY, enable_email, make_account, make_member

@@ -4,7 +4,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.mailbox.services import link_passwords, secret_box
+from portal.mailbox.credentials import link_passwords, secret_box
 from portal.models import AccountStatus, AuditLog, LinkState, MailboxFolder, MailboxLink, Role, UnlinkReason
 from portal.secretbox import SecretBox, SecretBoxError
 from tests.factories import TEST_KEY, enable_email, make_account, make_link, make_member

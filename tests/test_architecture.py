@@ -1,0 +1,99 @@
+"""The layers' import rules, read from the source with ast: the engine knows no screen, models know neither."""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "portal"
+# Screen packages (one blueprint each) and the glue above them; the engine and the models must import none of them.
+FEATURES = ("auth", "automations", "customers", "features", "mailbox", "mails", "mailtemplates", "main", "presets",
+            "settings", "tracking", "users")
+ABOVE_THE_ENGINE = tuple(f"portal.{name}" for name in FEATURES) + ("portal.web", "portal.background", "portal.cli",
+                                                                    "portal.errors", "portal.forms", "portal.policy")
+WEB_LIBRARIES = ("flask", "flask_login", "flask_wtf", "flask_sqlalchemy", "flask_migrate", "flask_limiter", "wtforms",
+                 "werkzeug", "jinja2")
+# What the engine may use of the portal: its own modules, the models and the secret box.
+ENGINE_MAY_USE = ("portal.mailsync", "portal.models", "portal.secretbox")
+
+
+def module_name(path: Path) -> str:
+    """portal/mailsync/engine.py -> portal.mailsync.engine; a package's __init__ is the package."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def resolve(name: str, imported: str | None) -> str:
+    """`from name import imported`: the submodule when `imported` is one, else the module itself."""
+    if imported and f"{name}.{imported}" in MODULES:
+        return f"{name}.{imported}"
+    return name
+
+
+def imports_of(module: str) -> dict[str, int]:
+    """Every module this module imports (top-level or inside a function), with the first line that does."""
+    path = MODULES[module]
+    found: dict[str, int] = {}
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import: climb from this module's package
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [resolve(base, alias.name) for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            found.setdefault(target, node.lineno)
+    return found
+
+
+GRAPH = {module: imports_of(module) for module in MODULES}
+
+
+def where(module: str, target: str) -> str:
+    """'portal/mailsync/engine.py:15' for the line that imports target."""
+    return f"{MODULES[module].relative_to(ROOT)}:{GRAPH[module][target]}"
+
+
+def forbidden_imports(prefix: str, forbidden: tuple[str, ...]) -> list[str]:
+    """Lines in modules under prefix that import anything under one of the forbidden names."""
+    return [f"{where(module, target)} {module} imports {target}"
+            for module in GRAPH if module == prefix or module.startswith(prefix + ".")
+            for target in GRAPH[module]
+            if any(target == name or target.startswith(name + ".") for name in forbidden)]
+
+
+def test_the_graph_sees_function_level_and_from_imports():
+    """The reader itself: a function-level import counts, and `from portal.x import y` points at portal.x.y."""
+    assert "portal.auth.routes" in GRAPH["portal"]  # imported inside register_blueprints
+    assert "portal.mailsync.connection" in GRAPH["portal.mailsync.client"]
+    assert "portal.audit" in GRAPH["portal.mailbox.services"]  # `from portal import audit`
+
+
+def test_the_engine_imports_no_screen_and_no_flask():
+    """portal.mailsync imports models, the secret box, the standard library and mail libraries only."""
+    problems = forbidden_imports("portal.mailsync", ABOVE_THE_ENGINE + WEB_LIBRARIES)
+    problems += [f"{where(module, target)} {module} imports {target}"
+                 for module in GRAPH if module.startswith("portal.mailsync.")
+                 for target in GRAPH[module] if (target == "portal" or target.startswith("portal."))
+                 and not any(target == name or target.startswith(name + ".") for name in ENGINE_MAY_USE)]
+    problems = sorted(set(problems))
+    assert not problems, ("the import engine must not know screens or Flask (hooks and providers are passed in, "
+                          "see docs/ARCHITECTURE.md):\n" + "\n".join(problems))
+
+
+def test_the_engine_core_needs_no_imapclient():
+    """Only the adapter (client.py) and connection.py speak imapclient; the pass itself sees MailboxError."""
+    problems = forbidden_imports("portal.mailsync.engine", ("imapclient",))
+    assert not problems, "engine.py must get IMAP errors from the adapter as MailboxError:\n" + "\n".join(problems)
+
+
+def test_models_import_neither_screens_nor_the_engine():
+    """portal.models is the bottom layer."""
+    problems = forbidden_imports("portal.models", ABOVE_THE_ENGINE + ("portal.mailsync",) + WEB_LIBRARIES)
+    assert not problems, "models must not import screens or the engine:\n" + "\n".join(problems)
