@@ -1,1 +1,1 @@
-"""Talking to mail servers and importing mail. No Flask imports anywhere in this package."""
+"""The import engine and mail-server talk. No Flask and no feature package here: hooks and providers come in."""
