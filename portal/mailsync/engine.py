@@ -312,22 +312,57 @@ def _batches(first: int, last: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size - 1, last)) for start in range(first, last + 1, size)]
 
 
+def _confirmed_uidvalidity(client: MailboxClient, folder: MailboxFolder, seen: FolderInfo) -> FolderInfo:
+    """Re-open the folder before trusting a new UIDVALIDITY (flaky values are seen in the wild; Nylas, mbsync)."""
+    again = client.examine(folder.name)
+    if again.uidvalidity in (seen.uidvalidity, folder.uidvalidity):
+        return again  # confirmed, or the old value back: a one-off glitch
+    raise MailboxError("server_error", "メールサーバーがフォルダーの識別番号（UIDVALIDITY）を安定して返しません。"
+                                       "自動的に再試行します。")
+
+
+def _start_rebaseline(session: Session, link: MailboxLink, folder: MailboxFolder, info: FolderInfo) -> None:
+    """The server renumbered the folder: adopt the new numbering and mark the rescan pending in one commit.
+
+    The reset alone (boundary 1, last UID 0) would let a pass that dies now import everything on the next pass;
+    committed together with `rescan_since`, every later pass keeps the link-time rule until the rescan is done.
+    """
+    folder.uidvalidity, folder.boundary_uidnext, folder.last_uid = info.uidvalidity, 1, 0
+    folder.rescan_since = folder.rescan_since or link.linked_at
+    session.commit()
+
+
+def _rescan(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient, info: FolderInfo,
+            snapshot: AccountSnapshot, config: EngineConfig, result: PassResult, now: datetime,
+            after_import: AfterImport) -> None:
+    """Run or resume a re-baseline: every message since the rescan's date, by INTERNALDATE, past the checkpoint.
+
+    Each batch commits with its checkpoint (last_uid), so an interrupted rescan resumes where it stopped under the
+    same rule; message keys keep mail stored before the renumbering from coming in twice.
+    """
+    since = folder.rescan_since
+    # SINCE is a date in the server's zone: start a day early, the exact time is checked per message.
+    uids = [uid for uid in client.uids_since(since.date() - timedelta(days=1)) if uid > folder.last_uid]
+    chunks = [uids[i:i + config.batch_size] for i in range(0, len(uids), config.batch_size)]
+    _sync_uids(session, link, folder, client, snapshot, [(c[0], c[-1]) for c in chunks], 1, since,
+               config, result, now, after_import, wanted=set(uids))
+    # Done: UIDs below UIDNEXT were all looked at by date; from here on the new numbering is the checkpoint.
+    folder.last_uid = max(folder.last_uid, info.uidnext - 1)
+    folder.rescan_since = None
+    session.commit()
+
+
 def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
                  snapshot: AccountSnapshot, config: EngineConfig, result: PassResult, now: datetime,
                  after_import: AfterImport) -> None:
-    """Import what is new in one folder since its checkpoint (or since the link time after a reset)."""
+    """Import what is new in one folder since its checkpoint (or since the link time during a re-baseline)."""
     info = client.examine(folder.name)
     if info.uidvalidity != folder.uidvalidity:
-        # The server renumbered the folder: rescan from the link time by date; message keys prevent duplicates.
-        folder.uidvalidity, folder.boundary_uidnext, folder.last_uid = info.uidvalidity, 1, 0
-        session.commit()
-        # SINCE is a date in the server's zone: start a day early, the link time is checked per message.
-        uids = client.uids_since(link.linked_at.date() - timedelta(days=1))
-        chunks = [uids[i:i + config.batch_size] for i in range(0, len(uids), config.batch_size)]
-        _sync_uids(session, link, folder, client, snapshot, [(c[0], c[-1]) for c in chunks], 1, link.linked_at,
-                   config, result, now, after_import, wanted=set(uids))
-        folder.last_uid = max(folder.last_uid, info.uidnext - 1)
-        session.commit()
+        info = _confirmed_uidvalidity(client, folder, info)
+        if info.uidvalidity != folder.uidvalidity:
+            _start_rebaseline(session, link, folder, info)
+    if folder.rescan_since is not None:
+        _rescan(session, link, folder, client, info, snapshot, config, result, now, after_import)
         return
     if info.uidnext - 1 <= folder.last_uid:
         return

@@ -160,5 +160,9 @@ class MailboxFolder(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     boundary_uidnext: Mapped[int] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(BigInteger)
+    # Set, in the same commit as the new UIDVALIDITY, while a re-baseline's rescan is unfinished: the date rule
+    # (the link time) every rescanned message must meet. Old UIDs mean nothing then, so a pass that finds it set
+    # resumes the rescan by date instead of trusting the reset checkpoint.
+    rescan_since: Mapped[datetime | None] = mapped_column()
 
     link: Mapped[MailboxLink] = relationship(back_populates="folders")
