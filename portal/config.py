@@ -44,6 +44,8 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "SYNC_INTERVAL_SECONDS": int(environ.get("SYNC_INTERVAL_SECONDS", "180")),
         "SYNC_WORKERS": int(environ.get("SYNC_WORKERS", "4")),
         "SYNC_BATCH_SIZE": int(environ.get("SYNC_BATCH_SIZE", "200")),
+        # A pass holds its link's lease this long and renews it every third; a killed pass frees it after this.
+        "SYNC_LEASE_SECONDS": int(environ.get("SYNC_LEASE_SECONDS", "60")),
         "MAIL_SIZE_CAP_BYTES": int(environ.get("MAIL_SIZE_CAP_BYTES", str(25 * 1024 * 1024))),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -44,13 +44,15 @@ class MailboxClient(Protocol):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Tunables: size cap, batch size, backoff, import log length."""
+    """Tunables: size cap, batch size, backoff, import log length, and the length of a pass's lease."""
 
     size_cap: int = 25 * 1024 * 1024
     batch_size: int = 200
     backoff_base_seconds: int = 60
     backoff_max_seconds: int = 3600
     import_log_keep: int = 500
+    # A running pass renews its lease every third of this; a dead holder's lease lapses after it.
+    lease_seconds: int = 60
 
 
 @dataclass
@@ -432,18 +434,31 @@ def sync_link(session: Session, link: MailboxLink, connect: Callable[[MailboxLin
     return result
 
 
-def claim_lease(session: Session, link_id: int, owner: str, now: datetime, seconds: int) -> bool:
-    """Take the link's sync lease in one short transaction; False when another live process holds it."""
+def claim_lease(session: Session, link_id: int, token: str, now: datetime, seconds: int) -> bool:
+    """Take the link's sync lease for one pass in one short transaction; False while any other pass holds it.
+
+    The token is per pass, never per process: the scheduler and 「今すぐ同期」 share a process and must not run
+    two passes over one link at once.
+    """
     result = session.execute(
         update(MailboxLink).where(MailboxLink.id == link_id, (MailboxLink.lease_owner.is_(None))
-                                  | (MailboxLink.lease_expires_at < now) | (MailboxLink.lease_owner == owner))
-        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds)))
+                                  | (MailboxLink.lease_expires_at < now))
+        .values(lease_owner=token, lease_expires_at=now + timedelta(seconds=seconds)))
     session.commit()
     return result.rowcount == 1
 
 
-def release_lease(session: Session, link_id: int, owner: str) -> None:
+def renew_lease(session: Session, link_id: int, token: str, now: datetime, seconds: int) -> bool:
+    """Push the pass's lease forward (the heartbeat); False when the pass no longer holds it."""
+    result = session.execute(
+        update(MailboxLink).where(MailboxLink.id == link_id, MailboxLink.lease_owner == token)
+        .values(lease_expires_at=now + timedelta(seconds=seconds)))
+    session.commit()
+    return result.rowcount == 1
+
+
+def release_lease(session: Session, link_id: int, token: str) -> None:
     """Give the lease back after a pass."""
-    session.execute(update(MailboxLink).where(MailboxLink.id == link_id, MailboxLink.lease_owner == owner)
+    session.execute(update(MailboxLink).where(MailboxLink.id == link_id, MailboxLink.lease_owner == token)
                     .values(lease_owner=None, lease_expires_at=None))
     session.commit()

@@ -1,9 +1,18 @@
 """Faults from the outside against a real Dovecot (issue 14): interrupted re-baselines, expunges mid-fetch, leases."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from portal import background
 from portal.extensions import db
 from portal.mailbox.credentials import StoredPasswords
 from portal.mailsync.engine import EngineConfig
@@ -95,3 +104,69 @@ def test_interrupted_rebaseline_never_imports_mail_from_before_the_link(customer
     mailbox.deliver(mail(user.email, CUSTOMER, subject="再構築後"), folder="Sent")
     run_until_done(mailbox, config)
     assert subjects() == sorted([f"連携後{n}" for n in range(5)] + ["再構築後"])
+
+
+def configure(app, pki, dovecot, smtp_ssl, **settings):
+    """Let the app reach the test servers."""
+    app.config.update(MAIL_CA_FILE=str(pki.ca_file), MAIL_EXTRA_PORTS=[dovecot.imaps_port, smtp_ssl.port], **settings)
+
+
+def test_two_passes_over_one_link_in_one_process_one_skips(app, mailbox, pki, dovecot, smtp_ssl, monkeypatch):
+    """The scheduler and 「今すぐ同期」 share a process: while one pass holds the link, the other skips."""
+    configure(app, pki, dovecot, smtp_ssl)
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="同時実行"))
+    first_result = threading.Event()
+    real_connector = background.mailbox_connector
+
+    def gated_connector(config):
+        """Each pass waits (a while at most) until the other one has answered, so the two surely overlap."""
+        connect = real_connector(config)
+
+        def gated(link):
+            first_result.wait(timeout=5)
+            return connect(link)
+        return gated
+    monkeypatch.setattr(background, "mailbox_connector", gated_connector)
+    results, link_id = [], mailbox.link.id
+
+    def run():
+        results.extend(background.run_sync(app, [link_id]))
+        first_result.set()
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(result.skipped for result in results) == [False, True]
+    assert [r.error for r in results if r.skipped] == ["別の処理が同期中です。"]
+    assert subjects() == ["同時実行"]
+
+
+def test_a_killed_pass_frees_its_mailbox_within_the_lease(app, mailbox, pki, dovecot, smtp_ssl):
+    """kill -9 in the middle of a pass: the heartbeat had kept the lease past its length; once dead, it lapses."""
+    lease_seconds = 3
+    configure(app, pki, dovecot, smtp_ssl, SYNC_LEASE_SECONDS=lease_seconds, SYNC_BATCH_SIZE=1)
+    sent = [f"大量{n:02d}" for n in range(20)]
+    for subject in sent:
+        mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject=subject))
+    settings = {"database_url": app.config["SQLALCHEMY_DATABASE_URI"], "link_id": mailbox.link.id,
+                "config": {k: v for k, v in app.config.items() if k.startswith(("MAIL_", "SYNC_"))}}
+    process = subprocess.Popen([sys.executable, "-m", "tests.integration.pass_process", json.dumps(settings)],
+                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert process.stdout.readline().strip() == "fetching"
+        time.sleep(lease_seconds + 1)  # longer than the lease: only the heartbeat keeps it
+        [busy] = background.run_sync(app, [mailbox.link.id])
+        assert busy.skipped and process.poll() is None
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        killed_at = time.monotonic()
+        while background.run_sync(app, [mailbox.link.id])[0].skipped:
+            assert time.monotonic() - killed_at < lease_seconds + 5, "the dead pass's lease never lapsed"
+            time.sleep(0.3)
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    assert time.monotonic() - killed_at >= 1  # it was held by the dead pass until it lapsed
+    run_until_done(mailbox, EngineConfig(batch_size=5))
+    assert subjects() == sent
