@@ -1,5 +1,7 @@
-"""Fake SMTP and IMAP connectors for unit tests of sending (integration tests use real servers)."""
+"""Fake SMTP and IMAP connectors for unit tests of sending, and a fake IMAP server that refuses logins."""
 import smtplib
+import socket
+import threading
 from datetime import datetime, timezone
 from email import message_from_bytes
 
@@ -65,3 +67,55 @@ def environment(smtp, imap=None) -> SendEnvironment:
     return SendEnvironment(credentials=StoredPasswords(SecretBox(TEST_KEY)), policy=ConnectionPolicy(),
                            public_base_url="https://portal.test", secret_key="secret", now=lambda: FAKE_NOW,
                            open_smtp=smtp.connect, open_imap=(imap or FakeImap()).connect)
+
+
+class FakeImapServer:
+    """A loopback socket server speaking just enough IMAP to refuse LOGIN with a chosen answer.
+
+    Dovecot cannot be made to answer `NO [UNAVAILABLE]` on demand; this stands in for the server's answer only.
+    """
+
+    def __init__(self, login_answer: str):
+        self.login_answer = login_answer
+        self.logins = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "FakeImapServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        """Answer connections one by one until closed."""
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            with connection, connection.makefile("rwb") as stream:
+                self._session(stream)
+
+    def _session(self, stream) -> None:
+        """Greet, answer CAPABILITY, refuse LOGIN as told, say goodbye."""
+        stream.write(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] fake server ready\r\n")
+        stream.flush()
+        for line in stream:
+            tag, _, rest = line.decode("ascii", "replace").strip().partition(" ")
+            command = rest.split(" ", 1)[0].upper()
+            if command == "CAPABILITY":
+                stream.write(f"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{tag} OK done\r\n".encode())
+            elif command == "LOGIN":
+                self.logins += 1
+                stream.write(f"{tag} {self.login_answer}\r\n".encode())
+            elif command == "LOGOUT":
+                stream.write(f"* BYE bye\r\n{tag} OK done\r\n".encode())
+                stream.flush()
+                return
+            else:
+                stream.write(f"{tag} BAD unknown command\r\n".encode())
+            stream.flush()

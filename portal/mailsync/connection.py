@@ -1,5 +1,6 @@
 """Opening verified IMAP and SMTP connections, with every failure turned into a Japanese message."""
 import base64
+import re
 import smtplib
 import socket
 import ssl
@@ -12,6 +13,11 @@ from imapclient.exceptions import LoginError
 from portal.models.mailbox import Security
 
 STANDARD_MAIL_PORTS = (993, 143, 465, 587, 25)
+
+# RFC 5530 codes of a refused login that blame the server, not the credentials (Dovecot answers [UNAVAILABLE]
+# while its password backend is down): retried with backoff. [AUTHENTICATIONFAILED], [EXPIRED], other codes
+# and a bare NO mean the member must enter the credentials again.
+TEMPORARY_LOGIN_CODES = frozenset({"UNAVAILABLE", "SERVERBUG", "LIMIT", "INUSE"})
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,8 @@ def open_imap(settings: ServerSettings, policy: ConnectionPolicy) -> IMAPClient:
         return client
     except LoginError as error:
         close_quietly(client)
+        if is_temporary_login_failure(error):
+            raise login_unavailable() from error
         if settings.xoauth2:
             raise token_refused_imap() from error
         raise MailboxError("imap_login", "IMAPサーバーにログインできません。ユーザー名とパスワードを確認してください。") from error
@@ -131,6 +139,23 @@ def open_imap(settings: ServerSettings, policy: ConnectionPolicy) -> IMAPClient:
     except (OSError, ssl.SSLError) as error:
         close_quietly(client)
         raise network_error("IMAP", error) from error
+
+
+def response_code(error: BaseException) -> str | None:
+    """The bracketed response code of a server's NO ("[UNAVAILABLE] ..."), if it sent one."""
+    match = re.search(r"\[([A-Z][A-Z0-9-]*)", str(error))
+    return match.group(1) if match else None
+
+
+def is_temporary_login_failure(error: BaseException) -> bool:
+    """Whether a refused login says the server cannot check credentials now (try later) rather than refusing them."""
+    return response_code(error) in TEMPORARY_LOGIN_CODES
+
+
+def login_unavailable() -> MailboxError:
+    """The server could not check the login for now: エラー with backoff, never 要再認証."""
+    return MailboxError("imap_unavailable", "メールサーバーが一時的にログインを受け付けていません（サーバー側の障害）。"
+                                            "自動的に再試行します。")
 
 
 def open_smtp(settings: ServerSettings, policy: ConnectionPolicy) -> smtplib.SMTP:

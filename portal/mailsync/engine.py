@@ -379,13 +379,23 @@ def _backoff(failures: int, config: EngineConfig) -> timedelta:
     return timedelta(seconds=delay * random.uniform(0.5, 1.0))
 
 
+# Failure codes that blame the stored credentials: 要再認証, and no retries until the member enters them again.
+# Everything else (network, server trouble, a login the server could not check now) is エラー with backoff.
+REAUTH_CODES = frozenset({"imap_login"})
+
+
+def needs_reauthentication(error: MailboxError) -> bool:
+    """Whether a failed pass needs the member (要再認証) rather than a later retry (エラー)."""
+    return error.code in REAUTH_CODES
+
+
 def _record_failure(session: Session, link: MailboxLink, error: MailboxError, now: datetime,
                     config: EngineConfig, result: PassResult) -> None:
-    """エラー with backoff for network and server trouble; 要再認証 (no retries) for a rejected login."""
+    """エラー with backoff for network and server trouble; 要再認証 (no retries) for refused credentials."""
     session.rollback()
     link.last_error, link.last_error_at = error.message, now
     link.failure_count += 1
-    if error.code == "imap_login":
+    if needs_reauthentication(error):
         link.state, link.next_attempt_at = LinkState.REAUTH, None
     else:
         link.state, link.next_attempt_at = LinkState.ERROR, now + _backoff(link.failure_count, config)

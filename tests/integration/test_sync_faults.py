@@ -1,4 +1,5 @@
-"""Faults from the outside against a real Dovecot (issue 14): interrupted re-baselines, expunges mid-fetch, leases."""
+"""Faults from the outside (issue 14): interrupted re-baselines, leases, expunges mid-fetch against a real Dovecot;
+login answers Dovecot cannot give on demand from a fake server."""
 import json
 import os
 import signal
@@ -15,11 +16,13 @@ from sqlalchemy import select
 from portal import background
 from portal.extensions import db
 from portal.mailbox.credentials import StoredPasswords
-from portal.mailsync.engine import EngineConfig
-from portal.mailsync.runner import connector
-from portal.models import Customer, LinkState, MailMessage
+from portal.mailsync.connection import ConnectionPolicy
+from portal.mailsync.engine import EngineConfig, sync_link
+from portal.mailsync.runner import connector, due_link_ids
+from portal.models import Customer, LinkState, MailMessage, Security, utcnow
 from portal.secretbox import SecretBox
-from tests.factories import TEST_KEY
+from tests.factories import TEST_KEY, make_link
+from tests.fakes import FakeImapServer
 from tests.integration.mailbox import CUSTOMER, Mailbox, mail
 
 
@@ -170,3 +173,35 @@ def test_a_killed_pass_frees_its_mailbox_within_the_lease(app, mailbox, pki, dov
     assert time.monotonic() - killed_at >= 1  # it was held by the dead pass until it lapsed
     run_until_done(mailbox, EngineConfig(batch_size=5))
     assert subjects() == sent
+
+
+def sync_against(server: FakeImapServer, link):
+    """One pass of the link against the fake server."""
+    link.imap_host, link.imap_port, link.imap_security = "127.0.0.1", server.port, Security.NONE
+    db.session.commit()
+    policy = ConnectionPolicy(allow_plaintext=True, extra_ports=(server.port,))
+    return sync_link(db.session, link, connector(StoredPasswords(SecretBox(TEST_KEY)), policy), utcnow)
+
+
+@pytest.mark.parametrize("answer", ["NO [UNAVAILABLE] Temporary authentication failure. [host:2026-01-01]",
+                                    "NO [SERVERBUG] Internal error occurred."])
+def test_temporary_login_failure_is_an_error_with_a_retry(account, answer):
+    """RFC 5530 [UNAVAILABLE] (the password backend is down): エラー with a next attempt, never 要再認証."""
+    link = make_link(account[1])
+    with FakeImapServer(answer) as server:
+        result = sync_against(server, link)
+    db.session.refresh(link)
+    assert server.logins == 1
+    assert result.state == link.state == LinkState.ERROR and "一時的" in result.error
+    assert link.next_attempt_at > utcnow() and link.id in due_link_ids(db.session, link.next_attempt_at)
+
+
+@pytest.mark.parametrize("answer", ["NO [AUTHENTICATIONFAILED] Authentication failed.", "NO Login failed.",
+                                    "NO [EXPIRED] Password expired."])
+def test_refused_credentials_need_reauthentication(account, answer):
+    """[AUTHENTICATIONFAILED], or a NO without a code: 要再認証 and no retries."""
+    link = make_link(account[1])
+    with FakeImapServer(answer) as server:
+        result = sync_against(server, link)
+        assert result.state == LinkState.REAUTH and "ログインできません" in result.error
+        assert sync_against(server, link).skipped and server.logins == 1
