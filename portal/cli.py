@@ -65,7 +65,8 @@ def init_app(app: Flask) -> None:
             click.echo("同期する連携はありません。")
         for result in results:
             status = "スキップ" if result.skipped else result.state.value
-            click.echo(f"連携 {result.link_id}: 取り込み {result.imported}件 / 対象外 {result.excluded}件 / "
+            too_large = f"（うちサイズ超過 {result.too_large}件）" if result.too_large else ""
+            click.echo(f"連携 {result.link_id}: 取り込み {result.imported}件{too_large} / 対象外 {result.excluded}件 / "
                        f"状態 {status}{' / ' + result.error if result.error else ''}")
 
     @app.cli.command("seed-demo")

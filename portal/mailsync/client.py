@@ -75,11 +75,17 @@ class ImapMailboxClient:
         for uid, data in response.items():
             if not first_uid <= uid <= last_uid:
                 continue  # unsolicited or out-of-range responses
+            if data.get(HEADER_KEY) is None:
+                # Expunged by another session while this one still had it in view: Dovecot answers with NIL
+                # headers, size 0 and a 1970 INTERNALDATE. A message that is gone was never seen: no decision and
+                # no log row. Passing its UID with the batch's checkpoint is safe: a UID is never reused within a
+                # UIDVALIDITY, and mail moved elsewhere gets a new UID there. (An existing message without any of
+                # these header fields answers an empty header block, not NIL.)
+                continue
             internal = data.get(b"INTERNALDATE") or datetime.now(timezone.utc)
             if internal.tzinfo is None:
                 internal = internal.replace(tzinfo=timezone.utc)
-            envelopes.append(FetchedEnvelope(uid, int(data.get(b"RFC822.SIZE", 0)), internal,
-                                             data.get(HEADER_KEY) or b""))
+            envelopes.append(FetchedEnvelope(uid, int(data.get(b"RFC822.SIZE", 0)), internal, data[HEADER_KEY]))
         return sorted(envelopes, key=lambda envelope: envelope.uid)
 
     def fetch_raw(self, uids: list[int]) -> dict[int, bytes]:

@@ -60,8 +60,9 @@ class PassResult:
     """What one pass did for one link."""
 
     link_id: int
-    imported: int = 0
-    excluded: int = 0
+    imported: int = 0  # too-large messages (stored as headers only) included
+    too_large: int = 0  # of the imported, how many were over the size cap
+    excluded: int = 0  # fetched but kept out by a rule (too-large mail is imported, not excluded)
     state: LinkState = LinkState.ACTIVE
     error: str | None = None
     skipped: bool = False
@@ -268,8 +269,11 @@ def _log_exclusions(session: Session, link: MailboxLink, folder: MailboxFolder, 
 
 def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
                  envelopes: list[FetchedEnvelope], batch: _Batch, config: EngineConfig, now: datetime,
-                 after_import: AfterImport) -> int:
-    """Fetch the chosen bodies, store them and the log; the caller commits with the checkpoint."""
+                 after_import: AfterImport) -> tuple[int, int]:
+    """Fetch the chosen bodies, store them and the log; the caller commits with the checkpoint.
+
+    Returns how many messages were newly stored and how many of those were too large.
+    """
     by_uid = {envelope.uid: envelope for envelope in envelopes}
     bodies = client.fetch_raw(sorted(batch.fetch))  # a message expunged in between is simply gone
     raws = {**bodies, **{uid: by_uid[uid].headers for uid in batch.too_large}}
@@ -279,11 +283,12 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         for uid, decision in batch.fetch.items():
             if uid in bodies:
                 imported += writer.store(uid, bodies[uid], decision, by_uid[uid].internal_date, False)
+        too_large = 0
         for uid, decision in batch.too_large.items():
-            imported += writer.store(uid, raws[uid], decision, by_uid[uid].internal_date, True)
+            too_large += writer.store(uid, raws[uid], decision, by_uid[uid].internal_date, True)
         _log_exclusions(session, link, folder, batch, by_uid)
     after_import(session, writer.created, now)  # same transaction as the messages
-    return imported
+    return imported + too_large, too_large
 
 
 def _sync_uids(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
@@ -296,17 +301,18 @@ def _sync_uids(session: Session, link: MailboxLink, folder: MailboxFolder, clien
         batch = _decide_batch(envelopes, snapshot, boundary, linked_at, config)
         for attempt in (1, 2):
             try:
-                result.imported += _apply_batch(session, link, folder, client, envelopes, batch, config, now,
-                                                after_import)
+                imported, too_large = _apply_batch(session, link, folder, client, envelopes, batch, config, now,
+                                                   after_import)
                 folder.last_uid = max(folder.last_uid, last)
                 session.commit()
+                result.imported, result.too_large = result.imported + imported, result.too_large + too_large
                 break
             except IntegrityError:
                 # Another link of the account stored the same message at the same moment: retry finds it.
                 session.rollback()
                 if attempt == 2:
                     raise
-        result.excluded += len(batch.excluded) + len(batch.too_large)
+        result.excluded += len(batch.excluded)  # too-large mail is imported (headers only), counted there once
 
 
 def _batches(first: int, last: int, size: int) -> list[tuple[int, int]]:

@@ -326,21 +326,36 @@ def _mark_referenced_inline(result: ParsedMessage) -> None:
 
 
 def _cleaned(result: ParsedMessage) -> ParsedMessage:
-    """Every string through charsets.clean: no NUL, no lone surrogate reaches the database."""
+    """Every string through charsets.clean: no NUL, no lone surrogate reaches the database.
+
+    A removed NUL is flagged (`nul_removed`): what is stored then differs from what was sent, and the reader should
+    know. Dovecot hides NULs (it sends 0x80), other servers pass them through.
+    """
+    removed_nul = False
+
+    def scrub(text: str) -> str:
+        """charsets.clean, noting whether a NUL went."""
+        nonlocal removed_nul
+        removed_nul = removed_nul or "\x00" in text
+        return clean(text)
+
     def people(addresses):
-        return [Address(clean(a.name), clean(a.email)) for a in addresses]
+        return [Address(scrub(a.name), scrub(a.email)) for a in addresses]
 
     def optional(text):
-        return None if text is None else clean(text)
+        return None if text is None else scrub(text)
 
-    return ParsedMessage(
+    cleaned = ParsedMessage(
         message_id=optional(result.message_id), in_reply_to=optional(result.in_reply_to),
-        references=[clean(item) for item in result.references], subject=clean(result.subject),
+        references=[scrub(item) for item in result.references], subject=scrub(result.subject),
         from_=people(result.from_), to=people(result.to), cc=people(result.cc), bcc=people(result.bcc),
         date=result.date, text=optional(result.text), html=optional(result.html),
-        attachments=[replace(a, filename=clean(a.filename), content_type=clean(a.content_type),
+        attachments=[replace(a, filename=scrub(a.filename), content_type=scrub(a.content_type),
                              content_id=optional(a.content_id)) for a in result.attachments],
         defects=list(result.defects), auto_submitted=result.auto_submitted)
+    if removed_nul:
+        _flag(cleaned, "nul_removed")
+    return cleaned
 
 
 def parse_message(raw: bytes, time_budget: float = 2.0) -> ParsedMessage:
@@ -363,6 +378,8 @@ def parse_message(raw: bytes, time_budget: float = 2.0) -> ParsedMessage:
             _mark_referenced_inline(result)
     except Exception:  # noqa: BLE001 - a message must never stop an import pass; keep what was read
         _flag(result, "structure")
+    if b"\x00" in raw:  # a raw NUL may be dropped before _cleaned sees it (Message-ID, Content-ID)
+        _flag(result, "nul_removed")
     try:
         return _cleaned(result)
     except Exception:  # noqa: BLE001

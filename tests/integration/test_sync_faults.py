@@ -19,7 +19,7 @@ from portal.mailbox.credentials import StoredPasswords
 from portal.mailsync.connection import ConnectionPolicy
 from portal.mailsync.engine import EngineConfig, sync_link
 from portal.mailsync.runner import connector, due_link_ids
-from portal.models import Customer, LinkState, MailMessage, Security, utcnow
+from portal.models import Customer, ImportLogEntry, LinkState, MailMessage, Security, utcnow
 from portal.secretbox import SecretBox
 from tests.factories import TEST_KEY, make_link
 from tests.fakes import FakeImapServer
@@ -205,3 +205,47 @@ def test_refused_credentials_need_reauthentication(account, answer):
         result = sync_against(server, link)
         assert result.state == LinkState.REAUTH and "ログインできません" in result.error
         assert sync_against(server, link).skipped and server.logins == 1
+
+
+class ExpungeDuringFetch:
+    """Wraps a client: just before the first header fetch another session deletes and expunges some messages."""
+
+    def __init__(self, client, mailbox: Mailbox, doomed: list[int]):
+        self.client, self.mailbox, self.doomed = client, mailbox, doomed
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def fetch_envelopes(self, first_uid, last_uid):
+        """Expunge the doomed messages elsewhere once, then fetch in this session (it still has them in view)."""
+        if self.doomed:
+            with self.mailbox.dovecot.connect(self.mailbox.user.email, self.mailbox.user.password) as other:
+                other.select_folder("INBOX")
+                other.delete_messages(self.doomed)
+                other.expunge()
+            self.doomed = []
+        return self.client.fetch_envelopes(first_uid, last_uid)
+
+
+def test_messages_expunged_during_a_fetch_leave_no_trace(mailbox):
+    """Gone mid-fetch: no bogus no_customer rows dated 1970; the rest comes in, and the checkpoint moves on."""
+    uids = [mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject=f"件名{n}")) for n in range(6)]
+    mailbox.deliver(mail("ad@else.example", mailbox.user.email, subject="広告"))
+    real = connector(StoredPasswords(SecretBox(TEST_KEY)), mailbox.policy)
+    result = mailbox.sync(connect=lambda link: ExpungeDuringFetch(real(link), mailbox, uids[1:5]))
+    assert result.state == LinkState.ACTIVE
+    assert subjects() == ["件名0", "件名5"]
+    log = db.session.execute(select(ImportLogEntry.subject, ImportLogEntry.reason)).all()
+    assert [tuple(row) for row in log] == [("広告", "no_customer")]
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="後から"))
+    assert mailbox.sync().imported == 1 and subjects() == ["件名0", "件名5", "後から"]
+
+
+def test_too_large_mail_counts_once_as_imported(app, mailbox, pki, dovecot, smtp_ssl):
+    """A pass's summary: too-large mail is imported (headers only) and not also counted as 対象外."""
+    configure(app, pki, dovecot, smtp_ssl, MAIL_SIZE_CAP_BYTES=2000)
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="大きな添付", body="x" * 5000))
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="小さい"))
+    mailbox.deliver(mail("ad@else.example", mailbox.user.email, subject="広告"))
+    output = app.test_cli_runner().invoke(args=["sync", "--link", str(mailbox.link.id)]).output
+    assert "取り込み 2件（うちサイズ超過 1件） / 対象外 1件" in output

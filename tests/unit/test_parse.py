@@ -425,3 +425,11 @@ def test_header_lines_the_stdlib_would_push_into_the_body():
            b"From  : a@example.jp\r\nSubject: kept\r\n\r\nbody\r\n")
     parsed = parse_message(raw)
     assert (parsed.subject, parsed.from_, parsed.text) == ("kept", [Address("", "a@example.jp")], "body\n")
+
+
+def test_a_nul_in_the_raw_message_is_flagged_not_dropped_silently():
+    """Servers other than Dovecot pass NUL through: it is removed, and the message says it was altered."""
+    parsed = parse_message(b"From: a@client.example\r\nSubject: x\x00y\r\n\r\nline\x00one\r\n")
+    assert (parsed.subject, parsed.text.strip()) == ("xy", "lineone")
+    assert "nul_removed" in parsed.defects
+    assert "nul_removed" not in parse_message(b"From: a@client.example\r\nSubject: xy\r\n\r\nline\r\n").defects
