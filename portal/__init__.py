@@ -3,6 +3,7 @@ import os
 
 from flask import Flask
 from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal import passwords
 from portal.config import load_settings
@@ -18,6 +19,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.config.update(config)
     app.json.ensure_ascii = False  # audit details show Japanese as written
     passwords.configure(app.config["ARGON2_TIME_COST"], app.config["ARGON2_MEMORY_COST"])
+    trust_proxies(app)
     register_extensions(app)
     register_blueprints(app)
     register_template_helpers(app)
@@ -25,6 +27,15 @@ def create_app(config: dict | None = None) -> Flask:
     errors.init_app(app)
     cli.init_app(app)
     return app
+
+
+def trust_proxies(app: Flask) -> None:
+    """Behind TRUSTED_PROXY_COUNT reverse proxies, take the client address and scheme from X-Forwarded-*."""
+    # Off by default: without a proxy those headers come from the client and would let it pick its own address
+    # (and so its own login-limit bucket).
+    count = app.config["TRUSTED_PROXY_COUNT"]
+    if count > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
 
 
 def register_extensions(app: Flask) -> None:

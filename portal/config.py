@@ -52,6 +52,10 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "SESSION_COOKIE_SECURE": environ.get("SESSION_COOKIE_SECURE") == "1",
         "LOGIN_SESSION_HOURS": int(environ.get("LOGIN_SESSION_HOURS", "12")),
         "LOGIN_RATE_LIMIT": environ.get("LOGIN_RATE_LIMIT", "5 per minute;20 per hour"),
+        # Failed sign-ins per sign-in address, whichever client they come from (guessing from many addresses).
+        "LOGIN_EMAIL_RATE_LIMIT": environ.get("LOGIN_EMAIL_RATE_LIMIT", "10 per hour"),
+        # Reverse proxies in front of the portal whose X-Forwarded-For/-Proto are trusted (0: none, the default).
+        "TRUSTED_PROXY_COUNT": int(environ.get("TRUSTED_PROXY_COUNT", "0")),
         "RATELIMIT_STORAGE_URI": environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         # argon2id defaults of argon2-cffi (t=3, m=64 MiB, p=4): the RFC 9106 "second choice".
         "ARGON2_TIME_COST": int(environ.get("ARGON2_TIME_COST", "3")),

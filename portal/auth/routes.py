@@ -1,8 +1,8 @@
 """Sign-in, sign-out and account choice screens."""
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from portal.auth import services
+from portal.auth import services, throttle
 from portal.auth.forms import LoginForm, SelectAccountForm
 from portal.extensions import db, limiter
 from portal.models import utcnow
@@ -29,8 +29,11 @@ def login():
     if not form.validate_on_submit():
         status = 422 if request.method == "POST" else 200
         return render_template("auth/login.html", form=form), status
+    if throttle.address_locked(form.email.data):
+        abort(429)  # failed attempts for this address from anywhere: even the right password waits
     user = services.authenticate(db.session, form.email.data, form.password.data)
     if user is None:
+        throttle.record_failure(form.email.data)
         form.password.errors.append(LOGIN_FAILED)
         return render_template("auth/login.html", form=form), 401
     if current_user.is_authenticated:
