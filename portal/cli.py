@@ -1,15 +1,18 @@
-"""Operator commands: flask --app wsgi create-account | seed-demo | rotate-mailbox-key | set-account-status."""
+"""Operator commands: create-account | seed-demo | reset-password | rotate-mailbox-key | set-account-status | sync."""
+import os
+
 import click
-from flask import Flask
+from flask import Flask, url_for
 from sqlalchemy import select
 
+from portal.auth.resets import issue_reset
 from portal.auth.services import normalise_email
 from portal.background import run_sync
 from portal.email_address import INVALID_EMAIL, is_valid_email
 from portal.extensions import db
 from portal.mailbox.credentials import secret_box
 from portal.mailbox.services import rotate_encryption_key
-from portal.models import Account, AccountStatus, User
+from portal.models import Account, AccountStatus, User, utcnow
 from portal.settings import services
 
 
@@ -38,6 +41,25 @@ def init_app(app: Flask) -> None:
             raise click.BadParameter("パスワードは10文字以上にしてください。", param_hint="--owner-password")
         account = services.create_account(db.session, name, owner_email, owner_password, owner_name)
         click.echo(f"アカウント「{account.name}」(id={account.id}) を作成しました。オーナー: {owner_email.strip().lower()}")
+
+    @app.cli.command("reset-password")
+    @click.option("--email", required=True, help="パスワードを再設定するログインIDのメールアドレス")
+    def reset_password_command(email):
+        """Print a one-time password reset link for a login (the operator hands it over; nothing is set here)."""
+        user = db.session.scalar(select(User).where(User.email == normalise_email(email)))
+        if user is None:
+            raise click.ClickException("このメールアドレスのログインIDはありません。")
+        hours = app.config["PASSWORD_RESET_HOURS"]
+        token = issue_reset(db.session, user, None, None, utcnow(), hours)
+        db.session.commit()
+        with app.test_request_context():
+            path = url_for("auth.reset_password", token=token)
+        # Where wsgi.py serves unless PUBLIC_BASE_URL says how people reach the portal.
+        served_at = f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
+        base = app.config["PUBLIC_BASE_URL"] or served_at
+        click.echo(f"{user.email} のパスワード再設定リンク（{hours}時間有効・1回限り。以前のリンクは使えなくなりました）:")
+        click.echo(f"  {base}{path}")
+        click.echo("ご本人に渡してください。リンクで新しいパスワードを設定すると、その人のログインはすべて終了します。")
 
     @app.cli.command("rotate-mailbox-key")
     def rotate_mailbox_key_command():

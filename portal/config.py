@@ -56,6 +56,8 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "LOGIN_EMAIL_RATE_LIMIT": environ.get("LOGIN_EMAIL_RATE_LIMIT", "10 per hour"),
         # Reverse proxies in front of the portal whose X-Forwarded-For/-Proto are trusted (0: none, the default).
         "TRUSTED_PROXY_COUNT": int(environ.get("TRUSTED_PROXY_COUNT", "0")),
+        "PASSWORD_RESET_HOURS": int(environ.get("PASSWORD_RESET_HOURS", "24")),
+        "INVITATION_DAYS": int(environ.get("INVITATION_DAYS", "7")),
         "RATELIMIT_STORAGE_URI": environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         # argon2id defaults of argon2-cffi (t=3, m=64 MiB, p=4): the RFC 9106 "second choice".
         "ARGON2_TIME_COST": int(environ.get("ARGON2_TIME_COST", "3")),

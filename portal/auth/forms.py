@@ -1,7 +1,7 @@
 """Sign-in and account-choice forms."""
 from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, IntegerField, PasswordField
-from wtforms.validators import DataRequired
+from wtforms.validators import DataRequired, EqualTo, Length
 
 from portal.forms import max_length, required, strip
 
@@ -19,3 +19,50 @@ class SelectAccountForm(FlaskForm):
 
     membership_id = IntegerField(validators=[DataRequired(message="アカウントを選択してください。")])
     next = HiddenField()
+
+
+PASSWORD_MIN, PASSWORD_MAX = 10, 200
+
+
+def new_password_field(label: str = "新しいパスワード") -> PasswordField:
+    """A password someone chooses: 10 to 200 characters."""
+    return PasswordField(label, validators=[required(), Length(
+        min=PASSWORD_MIN, max=PASSWORD_MAX, message=f"{PASSWORD_MIN}文字以上{PASSWORD_MAX}文字以内で入力してください。")])
+
+
+def confirm_field() -> PasswordField:
+    """The same password once more."""
+    return PasswordField("新しいパスワード（確認）", validators=[
+        required(), EqualTo("password", message="確認用のパスワードが一致しません。")])
+
+
+class ChangePasswordForm(FlaskForm):
+    """Self-service change: the current password, then the new one twice."""
+
+    current_password = PasswordField("現在のパスワード", validators=[required(), max_length(PASSWORD_MAX)])
+    password = new_password_field()
+    password_confirm = confirm_field()
+
+
+class ResetPasswordForm(FlaskForm):
+    """A reset link's form: the new password twice."""
+
+    password = new_password_field()
+    password_confirm = confirm_field()
+
+
+class JoinForm(FlaskForm):
+    """An invitation link opened without a session: one form whether or not the address already has a login.
+
+    A new address sets this password; an existing login types its own (twice, so the page is the same).
+    """
+
+    password = new_password_field("パスワード")
+    password_confirm = PasswordField("パスワード（確認）", validators=[
+        required(), EqualTo("password", message="確認用のパスワードが一致しません。")])
+
+
+class InvitationAnswerForm(FlaskForm):
+    """Accept or decline, for someone already signed in as the invited address (or declining without signing in)."""
+
+    answer = HiddenField()

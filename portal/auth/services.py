@@ -7,7 +7,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from portal import passwords
-from portal.models import LoginSession, Membership, User
+from portal.models import LoginSession, Membership, PasswordReset, User
 
 
 def normalise_email(email: str) -> str:
@@ -15,9 +15,15 @@ def normalise_email(email: str) -> str:
     return (email or "").strip().lower()
 
 
-def _hash_token(token: str) -> str:
-    """Store only a digest of the session token, so a database leak is not a session leak."""
+def hash_token(token: str) -> str:
+    """Store only a digest of a session or one-time link token, so a database leak is not a session leak."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh unguessable token and its digest (the token itself is never stored)."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
 
 
 def usable_memberships(user: User) -> list[Membership]:
@@ -41,8 +47,8 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
 def start_login_session(session: Session, user: User, now: datetime, hours: int,
                         membership: Membership | None) -> str:
     """Create a login session row and return its token (the only place the token exists)."""
-    token = secrets.token_urlsafe(32)
-    session.add(LoginSession(token_hash=_hash_token(token), user_id=user.id,
+    token, digest = new_token()
+    session.add(LoginSession(token_hash=digest, user_id=user.id,
                              membership_id=membership.id if membership else None,
                              created_at=now, expires_at=now + timedelta(hours=hours)))
     session.commit()
@@ -51,7 +57,7 @@ def start_login_session(session: Session, user: User, now: datetime, hours: int,
 
 def find_login_session(session: Session, token: str, now: datetime) -> LoginSession | None:
     """The live login session for a token, or None when it ended or expired."""
-    login_session = session.scalar(select(LoginSession).where(LoginSession.token_hash == _hash_token(token)))
+    login_session = session.scalar(select(LoginSession).where(LoginSession.token_hash == hash_token(token)))
     if login_session is None or login_session.expires_at <= now:
         return None
     return login_session
@@ -59,7 +65,7 @@ def find_login_session(session: Session, token: str, now: datetime) -> LoginSess
 
 def end_login_session(session: Session, token: str) -> None:
     """Delete the login session so the cookie that carried it is worthless."""
-    session.execute(delete(LoginSession).where(LoginSession.token_hash == _hash_token(token)))
+    session.execute(delete(LoginSession).where(LoginSession.token_hash == hash_token(token)))
     session.commit()
 
 
@@ -83,3 +89,24 @@ def purge_expired_sessions(session: Session, now: datetime) -> int:
     result = session.execute(delete(LoginSession).where(LoginSession.expires_at <= now))
     session.commit()
     return result.rowcount
+
+
+def end_user_sessions(session: Session, user_id: int, keep_token: str | None = None) -> int:
+    """End every live session of a person except the one carrying keep_token (no commit); returns how many."""
+    stmt = delete(LoginSession).where(LoginSession.user_id == user_id)
+    if keep_token is not None:
+        stmt = stmt.where(LoginSession.token_hash != hash_token(keep_token))
+    return session.execute(stmt).rowcount
+
+
+def change_password(session: Session, user: User, current_password: str, new_password: str,
+                    keep_token: str | None) -> bool:
+    """Set a new password when the current one is right; every other session of the person ends."""
+    if not passwords.verify_password(user.password_hash, current_password):
+        return False
+    user.password_hash = passwords.hash_password(new_password)
+    end_user_sessions(session, user.id, keep_token)
+    # A reset link still in someone's hands would otherwise undo the change.
+    session.execute(delete(PasswordReset).where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None)))
+    session.commit()
+    return True

@@ -1,6 +1,6 @@
 """All portal models; importing this package registers every table with the metadata."""
-from portal.models.account import (Account, AccountStatus, LoginSession, Membership,
-                                   MembershipState, Role, User)
+from portal.models.account import (Account, AccountStatus, Invitation, LoginSession, Membership,
+                                   MembershipState, PasswordReset, Role, User)
 from portal.models.audit import AuditLog
 from portal.models.base import Base, utcnow
 from portal.models.customer import Customer
@@ -13,6 +13,6 @@ from portal.models.sales import Enrollment, EnrollmentState, Sequence, SequenceS
 
 __all__ = ["Enrollment", "EnrollmentState", "MailDraft", "MailTemplate", "Sequence", "SequenceStep", "StopReason",
            "TrackedLink", "TrackingEvent", "TrackingKind", "Direction", "ImportLogEntry", "MailAttachment", "MailCustomer", "MailMessage", "MailSource", "MailThread",
-           "Account", "AccountStatus", "AuditLog", "Base", "BillingEvent", "Customer", "EMAIL_FEATURE",
+           "Account", "AccountStatus", "AuditLog", "Invitation", "PasswordReset", "Base", "BillingEvent", "Customer", "EMAIL_FEATURE",
            "AuthMethod", "OAuthProvider", "FeatureContract", "FolderRole", "LinkState", "LoginSession", "MailboxFolder", "MailboxLink",
            "MailboxPreset", "Membership", "MembershipState", "Role", "Security", "UnlinkReason", "User", "utcnow"]

@@ -111,3 +111,41 @@ class LoginSession(Base):
 
     user: Mapped[User] = relationship()
     membership: Mapped[Membership | None] = relationship()
+
+
+class Invitation(Base):
+    """An address asked to join an account; it becomes a member only when the person accepts with the link."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (UniqueConstraint("account_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254), index=True)
+    # Typed by the inviting admin; used only when the address has no login yet (never shown from a login).
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[Role] = mapped_column(string_enum(Role, "invitation_role"))
+    invited_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+    account: Mapped[Account] = relationship()
+
+
+class PasswordReset(Base):
+    """A one-time link that sets a login's password; only its digest is stored."""
+
+    __tablename__ = "password_resets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The account whose admin issued it (None: the operator's CLI); checked again when the link is used.
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    issued_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])

@@ -1,8 +1,8 @@
 """Member management forms."""
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, StringField
+from wtforms import EmailField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Length, ValidationError
+from wtforms.validators import ValidationError
 
 from portal.forms import ChoiceField, email_address, max_length, required, strip
 from portal.models import Role
@@ -23,14 +23,12 @@ class RoleField(ChoiceField):
             raise ValidationError("権限を選択してください。")
 
 
-class AddMemberForm(FlaskForm):
-    """A new member: email, name, role and initial password."""
+class InviteMemberForm(FlaskForm):
+    """An invitation: email, the name to use for a new login, and role (no password: the person sets their own)."""
 
     email = EmailField("メールアドレス", validators=[required(), max_length(254), email_address()], filters=[strip])
     name = StringField("氏名", validators=[required(), max_length(100)], filters=[strip])
     role = RoleField()
-    password = PasswordField("初期パスワード", validators=[
-        required(), Length(min=10, max=200, message="10文字以上200文字以内で入力してください。")])
 
 
 class RoleForm(FlaskForm):

@@ -1,11 +1,11 @@
 """ユーザー管理: list, add, change role, disable, re-enable and delete members."""
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, make_response, redirect, render_template, request, url_for
 
 from portal.extensions import db
-from portal.models import Membership, MembershipState, Role
+from portal.models import Invitation, Membership, MembershipState, Role, utcnow
 from portal.policy import Action
 from portal.users import services
-from portal.users.forms import AddMemberForm, RoleForm
+from portal.users.forms import InviteMemberForm, RoleForm
 from portal.web import authorize, current_membership, get_scoped_or_404, member_required, permission_required
 
 bp = Blueprint("users", __name__, url_prefix="/settings/users")
@@ -41,28 +41,95 @@ def index():
 
 
 def _member_list() -> str:
-    """Render the member list."""
-    members = services.members_of(db.session, current_membership().account_id)
-    return render_template("users/index.html", members=members, role_form=RoleForm())
+    """Render the member list and the pending invitations."""
+    account_id = current_membership().account_id
+    return render_template("users/index.html", members=services.members_of(db.session, account_id),
+                           invitations=services.pending_invitations(db.session, account_id), now=utcnow(),
+                           role_form=RoleForm())
+
+
+def _link_page(kind: str, endpoint: str, token: str, email: str, expires_at):
+    """Show a one-time link once, to hand over; it is never stored in clear, cached or sent as a Referer."""
+    path = url_for(endpoint, token=token)
+    base = current_app.config["PUBLIC_BASE_URL"]
+    link = base + path if base else url_for(endpoint, token=token, _external=True)
+    response = make_response(render_template("users/link.html", kind=kind, link=link, email=email,
+                                             expires_at=expires_at))
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _invitation_link(invitation: Invitation, token: str):
+    """The invitation's link page."""
+    return _link_page("invitation", "auth.invitation", token, invitation.email, invitation.expires_at)
 
 
 @bp.route("/new", methods=["GET", "POST"])
 @permission_required(Action.MANAGE_USERS)
 def create():
-    """Add a member with an initial password."""
-    form = AddMemberForm()
+    """Invite a member: the same answer whether or not the address already signs in elsewhere."""
+    form = InviteMemberForm()
     if form.validate_on_submit():
         try:
-            _, created = services.add_member(db.session, current_membership().account, current_membership(),
-                                             form.email.data, form.name.data, Role(form.role.data),
-                                             form.password.data)
+            invitation, token = services.invite_member(db.session, current_membership(), form.email.data,
+                                                       form.name.data, Role(form.role.data), utcnow(),
+                                                       current_app.config["INVITATION_DAYS"])
         except services.MemberRuleBroken as broken:
             form.email.errors.append(str(broken))
         else:
-            flash("ユーザーを追加しました。" if created else
-                  "既存のログインIDをこのアカウントに追加しました（パスワードは変更されません）。", "success")
-            return redirect(url_for("users.index"))
+            return _invitation_link(invitation, token)
     return render_template("users/form.html", form=form), 422 if form.errors else 200
+
+
+def _load_invitation(invitation_id: int) -> Invitation:
+    """A pending invitation of the current account (404 otherwise), for an owner or admin (403 otherwise)."""
+    invitation = get_scoped_or_404(Invitation, invitation_id)
+    authorize(Action.MANAGE_USERS)
+    return invitation
+
+
+@bp.post("/invitations/<int:invitation_id>/link")
+@member_required
+def renew_invitation(invitation_id: int):
+    """A new invitation link (the previous one stops working), shown once."""
+    invitation = _load_invitation(invitation_id)
+    try:
+        token = services.renew_invitation_link(db.session, current_membership(), invitation, utcnow(),
+                                               current_app.config["INVITATION_DAYS"])
+    except services.MemberRuleBroken as broken:
+        flash(str(broken), "danger")
+        return redirect(url_for("users.index"))
+    return _invitation_link(invitation, token)
+
+
+@bp.route("/invitations/<int:invitation_id>/cancel", methods=["GET", "POST"])
+@member_required
+def cancel_invitation(invitation_id: int):
+    """Confirm, then withdraw an invitation."""
+    invitation = _load_invitation(invitation_id)
+    if request.method == "POST":
+        email = invitation.email
+        if _apply(services.cancel_invitation, invitation):
+            flash(f"{email} への招待を取り消しました。", "success")
+        return redirect(url_for("users.index"))
+    return render_template("users/cancel_invitation.html", invitation=invitation)
+
+
+@bp.route("/<int:membership_id>/reset-link", methods=["GET", "POST"])
+@member_required
+def reset_link(membership_id: int):
+    """Confirm, then issue a one-time password reset link for a member of this account only."""
+    member = _load_member(membership_id)
+    if request.method == "POST":
+        try:
+            token, expires_at = services.issue_reset_link(db.session, current_membership(), member, utcnow(),
+                                                          current_app.config["PASSWORD_RESET_HOURS"])
+        except services.MemberRuleBroken as broken:
+            flash(str(broken), "danger")
+            return redirect(url_for("users.index"))
+        return _link_page("reset", "auth.reset_password", token, member.user.email, expires_at)
+    return render_template("users/reset_link.html", member=member)
 
 
 @bp.post("/<int:membership_id>/role")

@@ -1,11 +1,16 @@
-"""Member management: add, change role, disable, re-enable, delete; the last owner is protected."""
+"""Member management: invite, change role, disable, re-enable, delete, reset links; the last owner is protected."""
+from datetime import datetime, timedelta
+
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from portal import audit, passwords
-from portal.auth.services import normalise_email, revoke_membership_sessions
+from portal.auth.resets import IN_ANOTHER_ACCOUNT, issue_reset, other_account_membership
+from portal.auth.services import new_token, normalise_email, revoke_membership_sessions
 from portal.mailbox.services import unlink_membership
-from portal.models import Account, Customer, Membership, MembershipState, Role, UnlinkReason, User, utcnow
+from portal.models import (Account, Customer, Invitation, Membership, MembershipState, Role, UnlinkReason, User,
+                           utcnow)
+from portal.policy import Action, ensure
 
 
 class MemberRuleBroken(Exception):
@@ -39,7 +44,10 @@ def members_of(session: Session, account_id: int) -> list[Membership]:
 
 def add_member(session: Session, account: Account, actor: Membership | None, email: str, name: str, role: Role,
                initial_password: str) -> tuple[Membership, bool]:
-    """Add a member (actor None: the operator's CLI); returns (membership, whether a new identity was made)."""
+    """Add a member directly, for the operator's CLI and the demo seed only (screens invite instead).
+
+    An existing login is linked as it is; returns (membership, whether a new identity was made).
+    """
     if role == Role.OWNER and actor is not None and actor.role != Role.OWNER:
         raise MemberRuleBroken("オーナーの追加・変更はオーナーのみが行えます。")
     email = normalise_email(email)
@@ -109,3 +117,81 @@ def delete_member(session: Session, actor: Membership, target: Membership) -> No
                     .values(assigned_membership_id=None))
     audit.record(session, target.account_id, actor.user_id, "member.delete", "membership", target.id)
     session.commit()
+
+
+OWNERS_ONLY = "オーナーの追加・変更はオーナーのみが行えます。"
+
+
+def pending_invitations(session: Session, account_id: int) -> list[Invitation]:
+    """The account's invitations not yet accepted (expired ones included, to renew or cancel), oldest first."""
+    return list(session.scalars(select(Invitation).where(Invitation.account_id == account_id)
+                                .order_by(Invitation.created_at, Invitation.id)))
+
+
+def invite_member(session: Session, actor: Membership, email: str, name: str, role: Role, now: datetime,
+                  days: int) -> tuple[Invitation, str]:
+    """Invite an address with a role; returns the invitation and its link token (shown once).
+
+    The same happens whether or not the address already has a login elsewhere: nothing here tells the admin.
+    """
+    ensure(actor.role, Action.MANAGE_USERS)
+    if role == Role.OWNER and actor.role != Role.OWNER:
+        raise MemberRuleBroken(OWNERS_ONLY)
+    email = normalise_email(email)
+    member = session.scalar(select(Membership.id).join(User, User.id == Membership.user_id).where(
+        Membership.account_id == actor.account_id, User.email == email, Membership.state != MembershipState.DELETED))
+    if member is not None:
+        raise MemberRuleBroken("このメールアドレスのユーザーはすでに登録されています。")
+    if session.scalar(select(Invitation.id).where(Invitation.account_id == actor.account_id,
+                                                  Invitation.email == email)) is not None:
+        raise MemberRuleBroken("このメールアドレスはすでに招待中です。一覧から招待リンクを発行し直せます。")
+    token, digest = new_token()
+    invitation = Invitation(account_id=actor.account_id, email=email, name=name.strip(), role=role,
+                            invited_by_user_id=actor.user_id, token_hash=digest, created_at=now,
+                            expires_at=now + timedelta(days=days))
+    session.add(invitation)
+    session.flush()
+    audit.record(session, actor.account_id, actor.user_id, "member.invite", "invitation", invitation.id,
+                 email=email, role=role.value)
+    session.commit()
+    return invitation, token
+
+
+def renew_invitation_link(session: Session, actor: Membership, invitation: Invitation, now: datetime,
+                          days: int) -> str:
+    """A new link for a pending invitation (the old link stops working); returns its token."""
+    ensure(actor.role, Action.MANAGE_USERS)
+    if invitation.role == Role.OWNER and actor.role != Role.OWNER:
+        raise MemberRuleBroken(OWNERS_ONLY)
+    token, invitation.token_hash = new_token()
+    invitation.expires_at = now + timedelta(days=days)
+    audit.record(session, invitation.account_id, actor.user_id, "member.invite_renew", "invitation", invitation.id,
+                 email=invitation.email)
+    session.commit()
+    return token
+
+
+def cancel_invitation(session: Session, actor: Membership, invitation: Invitation) -> None:
+    """Withdraw an invitation; its link stops working."""
+    ensure(actor.role, Action.MANAGE_USERS)
+    if invitation.role == Role.OWNER and actor.role != Role.OWNER:
+        raise MemberRuleBroken(OWNERS_ONLY)
+    audit.record(session, invitation.account_id, actor.user_id, "member.invite_cancel", "invitation", invitation.id,
+                 email=invitation.email)
+    session.delete(invitation)
+    session.commit()
+
+
+def issue_reset_link(session: Session, actor: Membership, target: Membership, now: datetime,
+                     hours: int) -> tuple[str, datetime]:
+    """A one-time password reset link for a member of this account only; returns (token, expiry), shown once."""
+    ensure(actor.role, Action.MANAGE_USERS)
+    if target.id == actor.id:
+        raise MemberRuleBroken("ご自身のパスワードは「パスワードの変更」から変更してください。")
+    _guard(session, actor, target)
+    if other_account_membership(session, target.user_id, target.account_id):
+        raise MemberRuleBroken(IN_ANOTHER_ACCOUNT)
+    token = issue_reset(session, target.user, target.account_id, actor.user_id, now, hours)
+    audit.record(session, target.account_id, actor.user_id, "member.reset_link", "membership", target.id)
+    session.commit()
+    return token, now + timedelta(hours=hours)

@@ -7,6 +7,7 @@ from portal.extensions import db
 from portal.presets.services import PresetData, create_preset
 from portal.mailtemplates.services import TemplateData, create_template
 from portal.models import Enrollment, MailAttachment, Role, Security, Sequence, SequenceStep, utcnow
+from portal.users.services import invite_member
 from tests.factories import enable_email, make_account, make_customer, make_link, make_member, make_message
 
 ROLES = ["owner", "admin", "manager", "user"]
@@ -87,8 +88,15 @@ CASES = [
     Case("GET", "/settings/audit", only(ADMINS)),
     Case("GET", "/settings/users", only(ADMINS)),
     Case("GET", "/settings/users/new", only(ADMINS)),
-    Case("POST", "/settings/users/new", only(ADMINS, 302),
-         {"email": "newcomer@example.jp", "name": "新人", "role": "user", "password": "long-enough-pw"}),
+    Case("POST", "/settings/users/new", only(ADMINS, 200),  # the page with the invitation link
+         {"email": "newcomer@example.jp", "name": "新人", "role": "user"}),
+    Case("POST", "/settings/users/invitations/{invitation}/link", only(ADMINS)),
+    Case("GET", "/settings/users/invitations/{invitation}/cancel", only(ADMINS)),
+    Case("POST", "/settings/users/invitations/{invitation}/cancel", only(ADMINS, 302)),
+    Case("GET", "/settings/users/{member}/reset-link", only(ADMINS)),
+    Case("POST", "/settings/users/{member}/reset-link", only(ADMINS)),  # the page with the reset link
+    Case("GET", "/password", ALL),
+    Case("POST", "/password", only(EVERYONE, 422), {"current_password": "", "password": "", "password_confirm": ""}),
     Case("POST", "/settings/users/{member}/role", only(ADMINS, 302), {"role": "manager"}),
     Case("GET", "/settings/users/{member}/disable", only(ADMINS)),
     Case("POST", "/settings/users/{member}/disable", only(ADMINS, 302)),
@@ -161,8 +169,9 @@ def _mail_objects(account, owner, customer) -> dict:
                             started_at=utcnow(), next_due_at=utcnow())
     db.session.add(enrollment)
     db.session.commit()
+    invitation, _ = invite_member(db.session, owner, f"invited{account.id}@example.jp", "招待", Role.USER, utcnow(), 7)
     return {"mail": message.id, "attachment": attachment.id, "template": template.id, "sequence": sequence.id,
-            "enrollment": enrollment.id}
+            "enrollment": enrollment.id, "invitation": invitation.id}
 
 
 def _request(client, case: Case, ids: dict):

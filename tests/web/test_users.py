@@ -1,17 +1,18 @@
 """ユーザー管理: adding, role changes, disabling, deleting, and the last-owner rule."""
+from bs4 import BeautifulSoup
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import AuditLog, Membership, MembershipState, Role, User
+from portal.models import AuditLog, Membership, MembershipState, Role
 from tests.factories import PASSWORD, make_account, make_customer, make_member
 
 LAST_OWNER = "最後のオーナーは変更・無効化・削除できません。"
 OWNERS_ONLY = "オーナーの追加・変更はオーナーのみが行えます。"
 
 
-def new_member(email="newcomer@example.jp", role="user", password="initial-pass-1", name="新人 太郎"):
-    """Add-member form data."""
-    return {"email": email, "name": name, "role": role, "password": password}
+def new_member(email="newcomer@example.jp", role="user", name="新人 太郎"):
+    """Invite-member form data (no password: the person sets their own through the link)."""
+    return {"email": email, "name": name, "role": role}
 
 
 def reload(membership: Membership) -> Membership:
@@ -20,47 +21,35 @@ def reload(membership: Membership) -> Membership:
     return db.session.get(Membership, membership.id)
 
 
-def test_added_member_can_sign_in(make_app):
-    """An owner adds a member; the member signs in with the initial password."""
+def test_invited_member_can_sign_in(make_app):
+    """An owner invites a member; the member sets a password through the link and then signs in with it."""
     app = make_app()
     owner_client, newcomer_client = app.test_client(), app.test_client()
     with app.app_context():
         account, owner = make_account()
         owner_email = owner.user.email
     owner_client.post("/login", data={"email": owner_email, "password": PASSWORD})
-    response = owner_client.post("/settings/users/new", data=new_member(email=" NewComer@Example.JP "),
-                                 follow_redirects=True)
-    assert "ユーザーを追加しました。" in response.get_data(as_text=True)
-    assert "newcomer@example.jp" in response.get_data(as_text=True)
+    response = owner_client.post("/settings/users/new", data=new_member(email=" NewComer@Example.JP "))
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and "を招待しました。" in page and "newcomer@example.jp" in page
+    link = BeautifulSoup(page, "html.parser").find(id="one-time-link")["value"]
+    path = "/" + link.split("/", 3)[3]
+    joined = newcomer_client.post(path, data={"password": "initial-pass-1", "password_confirm": "initial-pass-1"})
+    assert joined.status_code == 302
+    newcomer_client.post("/logout")
     login = newcomer_client.post("/login", data={"email": "newcomer@example.jp", "password": "initial-pass-1"})
     assert login.status_code == 302
     assert newcomer_client.get("/settings/users").status_code == 403  # a plain user
 
 
-def test_existing_identity_keeps_its_password(client, auth):
-    """Adding someone who already signs in elsewhere links them without changing their password."""
-    other, other_owner = make_account()
-    account, owner = make_account()
-    auth.login_member(owner)
-    response = client.post("/settings/users/new", data=new_member(email=other_owner.user.email,
-                                                                 password="different-pass-1"), follow_redirects=True)
-    assert "パスワードは変更されません" in response.get_data(as_text=True)
-    auth.logout()
-    assert auth.login(other_owner.user.email, PASSWORD).status_code == 302
-
-
-def test_duplicate_and_short_password_are_form_errors(client, auth):
-    """An existing member and a short password are refused beside the fields."""
+def test_duplicate_member_is_a_form_error(client, auth):
+    """An address that is already a member of this account is refused beside the field."""
     account, owner = make_account()
     member = make_member(account, Role.USER)
     auth.login_member(owner)
     duplicate = client.post("/settings/users/new", data=new_member(email=member.user.email))
     assert duplicate.status_code == 422
     assert "すでに登録されています" in duplicate.get_data(as_text=True)
-    short = client.post("/settings/users/new", data=new_member(password="short"))
-    assert short.status_code == 422
-    assert "10文字以上" in short.get_data(as_text=True)
-    assert db.session.scalar(select(User).where(User.email == "newcomer@example.jp")) is None
 
 
 def test_unknown_role_is_refused(client, auth):
@@ -147,15 +136,3 @@ def test_delete_unassigns_customers_and_hides_member(client, auth):
     assert customer.assigned_membership_id is None
     auth.logout()
     assert auth.login("leaver@example.jp").status_code == 401
-
-
-def test_deleted_member_can_be_added_again(client, auth):
-    """Re-adding a deleted member brings the same membership back with the new role."""
-    account, owner = make_account()
-    member = make_member(account, Role.USER, email="returner@example.jp")
-    auth.login_member(owner)
-    client.post(f"/settings/users/{member.id}/delete")
-    response = client.post("/settings/users/new", data=new_member(email="returner@example.jp", role="manager"))
-    assert response.status_code == 302
-    back = reload(member)
-    assert (back.state, back.role) == (MembershipState.ACTIVE, Role.MANAGER)
