@@ -19,6 +19,7 @@ def max_length(limit: int):
 def email_address():
     """A syntactically valid email address: the same rule as the CLI (portal.email_address)."""
     def check(form, field):
+        """Refuse a filled-in value that is not an address (an empty one is the required check's business)."""
         if field.data and not is_valid_email(field.data):
             raise ValidationError(INVALID_EMAIL)
     return check

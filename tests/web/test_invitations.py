@@ -79,6 +79,7 @@ def test_the_admin_sees_the_same_for_known_and_unknown_addresses(client, auth, t
     assert known.status_code == unknown.status_code == 200
 
     def shape(response, email):
+        """The page with its address and token blanked out."""
         text = response.get_data(as_text=True).replace(email, "EMAIL")
         link = link_of(response)
         return text.replace(link.rsplit("/", 1)[1], "TOKEN")
