@@ -123,7 +123,14 @@ class OAuthTokens:
                         tokens = provider_client(row.preset, self.box, self.config).refresh(
                             self._decrypt(row, "oauth_refresh_token"))
                     except OAuthError as error:
-                        raise _as_mailbox_error(error) from None
+                        failure = _as_mailbox_error(error)
+                        if failure.code == "oauth_reauth":
+                            # A dead grant is 要再認証 whoever hit it (a pass or a send), so the screen asks
+                            # the member to sign in again instead of retrying a token that cannot work.
+                            row.state, row.next_attempt_at = LinkState.REAUTH, None
+                            row.last_error, row.last_error_at = failure.message, self.clock()
+                            session.commit()
+                        raise failure from None
                     store_tokens(row, tokens, self.box)
                     session.commit()  # the rotated refresh token is safe before the access token is used
                 values = (row.oauth_access_token_encrypted, row.oauth_refresh_token_encrypted, row.oauth_expires_at)

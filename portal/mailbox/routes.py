@@ -118,6 +118,9 @@ def reauth():
     if link is None:
         return redirect(url_for("mailbox.index"))
     form = ReauthForm()
+    if link.uses_oauth:  # no password to enter: the provider's sign-in is the only way back
+        form.form_errors.append(services.OAUTH_LINK_HAS_NO_PASSWORD)
+        return _status_page(link, form), 409
     if form.validate_on_submit():
         try:
             services.reauthenticate(db.session, link, form.imap_password.data, form.smtp_password.data,

@@ -11,7 +11,7 @@ from portal.auth.services import normalise_email
 from portal.features.services import FeatureOff, is_enabled
 from portal.mailbox import oauth
 from portal.mailbox.credentials import link_passwords, password_context
-from portal.mailsync.connection import ConnectionPolicy, ServerSettings
+from portal.mailsync.connection import ConnectionPolicy, MailboxError, ServerSettings
 from portal.mailsync.verify import FolderSnapshot, verify_mailbox
 from portal.models import (EMAIL_FEATURE, ImportLogEntry, LinkState, MailboxFolder, MailboxLink, MailboxPreset, Membership,
                            UnlinkReason)
@@ -29,6 +29,10 @@ UNLINK_REASON_LABELS = {
 }
 STATE_LABELS = {LinkState.ACTIVE: "連携中", LinkState.ERROR: "エラー", LinkState.REAUTH: "要再認証",
                 LinkState.UNLINKED: "連携解除"}
+
+
+OAUTH_LINK_HAS_NO_PASSWORD = ("このメールボックスはOAuth2（サインイン）で連携しているため、パスワードは使いません。"
+                              "「再度サインインして連携」からサインインし直してください。")
 
 
 class AlreadyLinked(Exception):
@@ -117,6 +121,8 @@ def reauthenticate(session: Session, link: MailboxLink, imap_password: str, smtp
                    policy: ConnectionPolicy, box: SecretBox, now: datetime,
                    verifier: Verifier = verify_mailbox) -> None:
     """Re-enter the passwords of a 要再認証 link: verify for real, store them, resume from the checkpoint."""
+    if link.uses_oauth:
+        raise MailboxError("oauth_link", OAUTH_LINK_HAS_NO_PASSWORD)
     smtp_password = smtp_password or imap_password
     imap = ServerSettings(link.imap_host, link.imap_port, link.imap_security, link.imap_username, imap_password)
     smtp = ServerSettings(link.smtp_host, link.smtp_port, link.smtp_security, link.smtp_username, smtp_password)

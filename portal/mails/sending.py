@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from portal.auth.services import normalise_email
 from portal.mailbox.credentials import link_credentials
 from portal.mailbox.services import connection_policy, live_link
-from portal.mailsync.connection import (ConnectionPolicy, MailboxError, ServerSettings, close_quietly, open_imap,
-                                        open_smtp)
+from portal.mailsync.connection import (TOKEN_REFUSED_CODES, ConnectionPolicy, MailboxError, ServerSettings,
+                                        close_quietly, open_imap, open_smtp)
 from portal.mailsync.credentials import CredentialsProvider
 from portal.mailsync.headers import decode_header_value, normalise_subject
 from portal.models import (Customer, Direction, FolderRole, LinkState, MailboxLink, MailCustomer, MailDraft,
@@ -171,6 +171,12 @@ def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: Sen
                                                        MailMessage.message_key == "mid:" + message_id[:240]))
     if already is not None:
         raise AlreadySent(already)
+    # Credentials before the first write: an OAuth2 refresh commits the rotated token in its own transaction,
+    # which on SQLite would wait on (and fail behind) a write of ours that is still open.
+    try:
+        smtp_settings = env.credentials.smtp_settings(link)
+    except MailboxError as error:
+        raise SendFailed(error.message) from error
     message = _store_sent(session, member, link, outgoing, to, subject, message_id, sent_at)
     message.tracked = bool(env.public_base_url)
     session.flush()  # ids for the tracking tokens
@@ -182,7 +188,7 @@ def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: Sen
     # and the importer must find this message by its Message-ID instead of storing a second one.
     session.commit()
     try:
-        _smtp_send(link, mime, to, env)
+        _smtp_send(link, smtp_settings, mime, to, env)
     except SendFailed:
         _withdraw(session, message.id)
         raise
@@ -319,10 +325,24 @@ def _mime(member: Membership, link: MailboxLink, to: Address, subject: str, mess
     return mime
 
 
-def _smtp_send(link: MailboxLink, mime: EmailMessage, to: Address, env: SendEnvironment) -> None:
+def _logged_in(link: MailboxLink, settings: ServerSettings, opener, settings_of, env: SendEnvironment):
+    """Log in with the settings; a refused access token gets one renewal (an OAuth2 refresh) and one retry.
+
+    Called only once the sending session has committed, so a refresh's own transaction never waits on it.
+    """
+    try:
+        return opener(settings, env.policy)
+    except MailboxError as error:
+        if error.code not in TOKEN_REFUSED_CODES:
+            raise
+    return opener(settings_of(link, renew=True), env.policy)
+
+
+def _smtp_send(link: MailboxLink, settings: ServerSettings, mime: EmailMessage, to: Address,
+               env: SendEnvironment) -> None:
     """Hand the message to the company's SMTP server; every refusal becomes SendFailed in Japanese."""
     try:
-        smtp = env.open_smtp(env.credentials.smtp_settings(link), env.policy)
+        smtp = _logged_in(link, settings, env.open_smtp, env.credentials.smtp_settings, env)
     except MailboxError as error:
         raise SendFailed(error.message) from error
     try:
@@ -356,7 +376,8 @@ def _copy_to_sent(link: MailboxLink, raw: bytes, message_id: str, sent_at: datet
     sent = next((folder for folder in link.folders if folder.role == FolderRole.SENT), None)
     if sent is None:
         return
-    client = env.open_imap(env.credentials.imap_settings(link), env.policy)  # MailboxError: a warning
+    client = _logged_in(link, env.credentials.imap_settings(link), env.open_imap, env.credentials.imap_settings,
+                        env)  # MailboxError: a warning
     try:
         client.select_folder(sent.name)
         if not client.search(["HEADER", "Message-ID", message_id]):

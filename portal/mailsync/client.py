@@ -5,10 +5,14 @@ This adapter is the only part of the import that knows imapclient: its errors le
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from typing import Callable, TypeVar
 
 from imapclient import IMAPClient
 
-from portal.mailsync.connection import ConnectionPolicy, ServerSettings, close_quietly, open_imap, server_error
+from portal.mailsync.connection import (ConnectionPolicy, MailboxError, ServerSettings, close_quietly,
+                                        is_token_expiry, open_imap, server_error)
+
+T = TypeVar("T")
 
 ENVELOPE_HEADERS = b"FROM TO CC BCC MESSAGE-ID SUBJECT DATE"
 HEADER_ITEM = b"BODY.PEEK[HEADER.FIELDS (" + ENVELOPE_HEADERS + b")]"
@@ -45,10 +49,37 @@ def _server_errors():
 class ImapMailboxClient:
     """imapclient adapter: opens folders read-only and never stores flags, moves or deletes anything."""
 
-    def __init__(self, client: IMAPClient):
+    def __init__(self, client: IMAPClient, relogin: Callable[[], IMAPClient] | None = None):
+        """Wrap a logged-in client; relogin (OAuth2 links) logs in again with renewed credentials."""
+        self._relogin = relogin
+        self._folder: tuple[str, int] | None = None  # the open folder and its UIDVALIDITY
+        self._adopt(client)
+
+    def _adopt(self, client: IMAPClient) -> None:
+        """Use this connection from now on."""
         self._client = client
         self._client.normalise_times = False  # keep INTERNALDATE's zone instead of local naive times
         self._client.use_uid = True  # every FETCH and SEARCH below speaks UIDs, never sequence numbers
+
+    def _call(self, operation: Callable[[IMAPClient], T]) -> T:
+        """Run one command; an access token that expires mid-pass gets one new login and one retry."""
+        try:
+            with _server_errors():
+                return operation(self._client)
+        except MailboxError as error:
+            if self._relogin is None or not is_token_expiry(error.__cause__):
+                raise
+        relogin, self._relogin = self._relogin, None  # once per pass
+        close_quietly(self._client)
+        self._adopt(relogin())  # MailboxError (要再認証, provider down) ends the pass
+        if self._folder is not None:
+            name, uidvalidity = self._folder
+            with _server_errors():
+                reopened = self._client.select_folder(name, readonly=True)
+            if int(reopened[b"UIDVALIDITY"]) != uidvalidity:  # renumbered meanwhile: the next pass rescans
+                raise server_error(OSError("UIDVALIDITY changed during a re-login"))
+        with _server_errors():
+            return operation(self._client)
 
     @classmethod
     def connect(cls, settings: ServerSettings, policy: ConnectionPolicy) -> "ImapMailboxClient":
@@ -57,20 +88,20 @@ class ImapMailboxClient:
 
     def examine(self, folder: str) -> FolderInfo:
         """Open the folder read-only (EXAMINE) and return UIDVALIDITY and UIDNEXT."""
-        with _server_errors():
-            response = self._client.select_folder(folder, readonly=True)
-            uidnext = response.get(b"UIDNEXT")
-            if uidnext is None:  # some servers omit it on EXAMINE; STATUS always has it
-                uidnext = self._client.folder_status(folder, [b"UIDNEXT"])[b"UIDNEXT"]
+        self._folder = None
+        response = self._call(lambda client: client.select_folder(folder, readonly=True))
+        uidnext = response.get(b"UIDNEXT")
+        if uidnext is None:  # some servers omit it on EXAMINE; STATUS always has it
+            uidnext = self._call(lambda client: client.folder_status(folder, [b"UIDNEXT"]))[b"UIDNEXT"]
+        self._folder = (folder, int(response[b"UIDVALIDITY"]))
         return FolderInfo(int(response[b"UIDVALIDITY"]), int(uidnext))
 
     def fetch_envelopes(self, first_uid: int, last_uid: int) -> list[FetchedEnvelope]:
         """Size, arrival time and the rule headers of UIDs first..last (explicit UIDs: no `n:*` surprise)."""
         if last_uid < first_uid:
             return []
-        with _server_errors():
-            response = self._client.fetch(list(range(first_uid, last_uid + 1)),
-                                          [b"RFC822.SIZE", b"INTERNALDATE", HEADER_ITEM])
+        response = self._call(lambda client: client.fetch(list(range(first_uid, last_uid + 1)),
+                                                          [b"RFC822.SIZE", b"INTERNALDATE", HEADER_ITEM]))
         envelopes = []
         for uid, data in response.items():
             if not first_uid <= uid <= last_uid:
@@ -92,14 +123,12 @@ class ImapMailboxClient:
         """The full bytes of the given UIDs, with PEEK so nothing is marked read."""
         if not uids:
             return {}
-        with _server_errors():
-            response = self._client.fetch(uids, [b"BODY.PEEK[]"])
+        response = self._call(lambda client: client.fetch(uids, [b"BODY.PEEK[]"]))
         return {uid: data[b"BODY[]"] for uid, data in response.items() if uid in uids and b"BODY[]" in data}
 
     def uids_since(self, day: date) -> list[int]:
         """UIDs of messages that arrived on or after the day (used after a UIDVALIDITY reset)."""
-        with _server_errors():
-            return sorted(self._client.search(["SINCE", day]))
+        return sorted(self._call(lambda client: client.search(["SINCE", day])))
 
     def close(self) -> None:
         """Log out, or drop the connection if the server is gone."""

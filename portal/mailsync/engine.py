@@ -387,7 +387,9 @@ def _backoff(failures: int, config: EngineConfig) -> timedelta:
 
 # Failure codes that blame the stored credentials: 要再認証, and no retries until the member enters them again.
 # Everything else (network, server trouble, a login the server could not check now) is エラー with backoff.
-REAUTH_CODES = frozenset({"imap_login"})
+# OAuth2: a token refused even after a refresh, and a refresh token the provider no longer accepts (revoked,
+# password changed, expired); the provider being down (oauth_unavailable) is エラー.
+REAUTH_CODES = frozenset({"imap_login", "imap_token", "oauth_reauth"})
 
 
 def needs_reauthentication(error: MailboxError) -> bool:

@@ -13,7 +13,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from portal.mailsync.client import ImapMailboxClient
-from portal.mailsync.connection import ConnectionPolicy
+from portal.mailsync.connection import TOKEN_REFUSED_CODES, ConnectionPolicy, MailboxError, open_imap
 from portal.mailsync.credentials import CredentialsProvider
 from portal.mailsync.engine import (AfterImport, EngineConfig, MailboxClient, PassResult, claim_lease,
                                     nothing_after_import, release_lease, renew_lease, sync_link)
@@ -37,9 +37,22 @@ def due_link_ids(session: Session, now: datetime) -> list[int]:
 
 
 def connector(credentials: CredentialsProvider, policy: ConnectionPolicy) -> Callable[[MailboxLink], ImapMailboxClient]:
-    """Build the engine's connect function: the link's IMAP settings from the provider, then log in."""
+    """Build the engine's connect function: the link's IMAP settings from the provider, then log in.
+
+    A refused access token (AUTHENTICATIONFAILED at login, or "BYE ... AccessTokenExpired" in the middle of the
+    pass) gets one renewal of the credentials and one new login; what fails after that is the pass's failure.
+    """
     def connect(link: MailboxLink) -> ImapMailboxClient:
-        return ImapMailboxClient.connect(credentials.imap_settings(link), policy)
+        def login(renew: bool = False):
+            return open_imap(credentials.imap_settings(link, renew=renew), policy)
+
+        try:
+            client = login()
+        except MailboxError as error:
+            if error.code not in TOKEN_REFUSED_CODES:
+                raise
+            client = login(renew=True)
+        return ImapMailboxClient(client, relogin=lambda: login(renew=True))
     return connect
 
 

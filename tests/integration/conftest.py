@@ -3,6 +3,7 @@ import pytest
 
 from tests.factories import enable_email, make_account, make_customer
 from tests.integration.mailbox import CUSTOMER, Mailbox
+from tests.integration.oauth_world import oauth_portal  # noqa: F401 (a fixture of the OAuth2 tests)
 
 
 @pytest.fixture

@@ -35,3 +35,83 @@ def test_server_errors_leave_the_adapter_as_mailbox_errors(error, words):
         with pytest.raises(MailboxError) as raised:
             call()
         assert raised.value.code == "server_error" and words in raised.value.message
+
+
+EXPIRED = IMAPClient.AbortError("command: FETCH => BYE Session invalidated - AccessTokenExpired")
+
+
+class ExpiringServer:
+    """An IMAPClient stand-in that drops the session with Exchange's AccessTokenExpired after some commands."""
+
+    def __init__(self, expire_after: int | None, uidvalidity: int = 7):
+        """Answer expire_after commands, then say BYE (None: never)."""
+        self.expire_after, self.uidvalidity, self.calls, self.closed = expire_after, uidvalidity, [], False
+
+    def _command(self, name):
+        """Count the command; BYE once the token has run out."""
+        if self.expire_after is not None and len(self.calls) >= self.expire_after:
+            raise EXPIRED
+        self.calls.append(name)
+
+    def select_folder(self, name, readonly=False):
+        """EXAMINE with a fixed UIDVALIDITY."""
+        self._command(("select", name, readonly))
+        return {b"UIDVALIDITY": self.uidvalidity, b"UIDNEXT": 10}
+
+    def fetch(self, uids, items):
+        """Bodies of the UIDs."""
+        self._command(("fetch", tuple(uids)))
+        return {uid: {b"BODY[]": b"raw %d" % uid} for uid in uids}
+
+    def shutdown(self):
+        """Dropped."""
+        self.closed = True
+
+    close = shutdown
+
+
+def test_an_access_token_expiring_mid_pass_gets_one_new_login_in_the_same_folder():
+    """BYE ... AccessTokenExpired: log in again with renewed credentials, re-open the folder, repeat the command."""
+    first, second = ExpiringServer(expire_after=1), ExpiringServer(expire_after=None)
+    logins = []
+    client = ImapMailboxClient(first, relogin=lambda: logins.append("renewed") or second)
+    client.examine("Sent")
+    assert client.fetch_raw([3, 4]) == {3: b"raw 3", 4: b"raw 4"}
+    assert logins == ["renewed"] and first.closed
+    assert second.calls == [("select", "Sent", True), ("fetch", (3, 4))]
+
+
+def test_a_second_expiry_in_the_same_pass_is_a_server_error():
+    """Only one renewal per pass: a token expiring again fails the pass (retried later with backoff)."""
+    client = ImapMailboxClient(ExpiringServer(expire_after=0), relogin=lambda: ExpiringServer(expire_after=0))
+    with pytest.raises(MailboxError) as raised:
+        client.fetch_raw([1])
+    assert raised.value.code == "server_error"
+
+
+def test_a_refused_renewal_ends_the_pass_with_its_own_error():
+    """The refresh itself is refused (invalid_grant): that error, not a server error, reaches the engine."""
+    def relogin():
+        raise MailboxError("oauth_reauth", "再度サインインして連携してください。")
+
+    client = ImapMailboxClient(ExpiringServer(expire_after=0), relogin=relogin)
+    with pytest.raises(MailboxError) as raised:
+        client.fetch_raw([1])
+    assert raised.value.code == "oauth_reauth"
+
+
+def test_a_folder_renumbered_during_the_new_login_is_not_read_with_old_uids():
+    """After the new login the folder has another UIDVALIDITY: the pass stops instead of fetching wrong UIDs."""
+    second = ExpiringServer(expire_after=None, uidvalidity=8)
+    client = ImapMailboxClient(ExpiringServer(expire_after=1), relogin=lambda: second)
+    client.examine("INBOX")
+    with pytest.raises(MailboxError) as raised:
+        client.fetch_raw([1])
+    assert raised.value.code == "server_error" and ("fetch", (1,)) not in second.calls
+
+
+def test_password_links_do_not_log_in_again_on_an_expiry_message():
+    """Without relogin (password links) a dropped session stays a server error."""
+    with pytest.raises(MailboxError) as raised:
+        ImapMailboxClient(ExpiringServer(expire_after=0)).fetch_raw([1])
+    assert raised.value.code == "server_error"

@@ -1,0 +1,63 @@
+"""The OAuth2 test world shared by the linking and token tests: a preset on the test provider, the signed-in
+portal, and the browser's steps of the code flow (press the button, come back through the callback)."""
+import urllib.parse
+
+import pytest
+
+from portal.extensions import db
+from portal.mailbox.oauth import preset_secret_context
+from portal.models import AuthMethod, MailboxPreset, OAuthProvider, Security
+from portal.secretbox import SecretBox
+from tests.factories import PASSWORD, TEST_KEY, enable_email, make_account
+from tests.integration.oidc_provider import MAIL_SCOPE
+
+PUBLIC_BASE_URL = "http://portal.test"
+REDIRECT_URI = PUBLIC_BASE_URL + "/settings/mailbox/oauth/callback"
+
+
+def make_oauth_preset(account, provider, oauth_dovecot, client=None, name="テストOIDC"):
+    """An OAuth2 (OpenID Connect) preset of the account pointing at the test provider and the OAuth Dovecot."""
+    client = client or provider.register_client([REDIRECT_URI])
+    preset = MailboxPreset(account_id=account.id, name=name, imap_host="127.0.0.1",
+                           imap_port=oauth_dovecot.imaps_port, imap_security=Security.SSL, smtp_host="127.0.0.1",
+                           smtp_port=oauth_dovecot.submission_port, smtp_security=Security.STARTTLS,
+                           auth_method=AuthMethod.OAUTH2, oauth_provider=OAuthProvider.OIDC,
+                           oauth_discovery_url=provider.discovery_url, oauth_scopes=MAIL_SCOPE,
+                           oauth_client_id=client.client_id)
+    db.session.add(preset)
+    db.session.flush()
+    preset.oauth_client_secret_encrypted = SecretBox(TEST_KEY).encrypt(client.client_secret,
+                                                                        preset_secret_context(preset.id))
+    db.session.commit()
+    return preset
+
+
+@pytest.fixture
+def oauth_portal(make_app, pki, provider, oauth_dovecot):
+    """(app, client, account, owner, preset) with the owner signed in; the provider and Dovecot on loopback."""
+    app = make_app(MAIL_CA_FILE=str(pki.ca_file), MAIL_TIMEOUT_SECONDS=10, PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+                   MAIL_EXTRA_PORTS=[oauth_dovecot.imaps_port, oauth_dovecot.submission_port],
+                   MAIL_ALLOW_PLAINTEXT=True, MAIL_ALLOWED_NETWORKS="127.0.0.0/8")
+    with app.app_context():
+        account, owner = make_account()
+        enable_email(account, owner)
+        preset = make_oauth_preset(account, provider, oauth_dovecot)
+        ids = account.id, owner.id, preset.id, owner.user.email
+    client = app.test_client()
+    client.post("/login", data={"email": ids[3], "password": PASSWORD})
+    return app, client, ids[0], ids[1], ids[2]
+
+
+def start(client, preset_id=None):
+    """Press 「… でサインインして連携」 (or 「再度サインインして連携」 without a preset); returns the provider URL."""
+    data = {"preset_id": str(preset_id)} if preset_id is not None else {}
+    response = client.post("/settings/mailbox/oauth/start", data=data)
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    return response.headers["Location"]
+
+
+def come_back(client, location):
+    """Follow the provider's redirect back to the portal's callback."""
+    parts = urllib.parse.urlsplit(location)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == REDIRECT_URI
+    return client.get(f"{parts.path}?{parts.query}")
