@@ -173,7 +173,8 @@ def _revoke_after_commit(session: Session) -> None:
     pending = session.info.pop(REVOCATIONS_KEY, None)
     if pending and has_app_context():
         app = current_app._get_current_object()
-        threading.Thread(target=_revoke_all, args=(app, pending), name="oauth-revoke", daemon=True).start()
+        # Not a daemon: a CLI command that disabled an account must not exit before the grants are revoked.
+        threading.Thread(target=_revoke_all, args=(app, pending), name="oauth-revoke", daemon=False).start()
 
 
 @event.listens_for(Session, "after_rollback")
