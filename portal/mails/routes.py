@@ -37,11 +37,13 @@ def index():
     customer = (db.session.get(Customer, filters.customer_id) if filters.customer_id else None)
     if customer is not None and customer.account_id != membership.account_id:
         abort(404)
-    stmt, per_page = services.mail_list(membership.account_id, filters), current_app.config["PER_PAGE"]
+    config, number = current_app.config, request.args.get("page", 1, type=int)
     if filters.text.strip():
-        page = services.search_page(db.session, stmt, request.args.get("page", 1, type=int), per_page)
+        page = services.search_page(db.session, membership.account_id, filters, number, config["PER_PAGE"],
+                                    services.SearchLimits(**config["SEARCH_LIMITS"]))
     else:
-        page = db.paginate(stmt, per_page=per_page, error_out=False)
+        page = db.paginate(services.mail_list(membership.account_id, filters), page=number,
+                           per_page=config["PER_PAGE"], error_out=False)
     args = {key: value for key, value in request.args.items() if key != "page" and value}
     response = render_template("mails/index.html", page=page, form=form, filter_customer=customer,
                                filters=filters, page_args=args, viewer=membership, may_open=may_open,

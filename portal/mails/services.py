@@ -4,10 +4,10 @@ from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, joinedload, load_only, selectinload, with_expression
 
-from portal.customers.services import escape_like
+from portal.mails import search
 from portal.models import (Customer, Direction, MailAttachment, MailCustomer, MailMessage, Membership,
                            MembershipState, User)
 
@@ -61,27 +61,38 @@ def _customer_messages(account_id: int, customer_id: int) -> Select:
             .where(MailCustomer.customer_id == customer_id, Customer.account_id == account_id))
 
 
-def mail_list(account_id: int, filters: MailFilters) -> Select:
-    """Every imported message of the account matching the filters, newest first."""
+def _filtered(account_id: int, filters: MailFilters, list_indexes: bool = True) -> Select:
+    """The account's messages under every filter but the text, in no order.
+
+    list_indexes=False keeps SQLite off the account and member indexes, for a search that starts from the text
+    index's matches (SQLite has no statistics and would otherwise walk every message of the account).
+    """
+    account, member = MailMessage.account_id, MailMessage.membership_id
+    if not list_indexes:
+        account, member = search.without_index(account), search.without_index(member)
     if filters.customer_id:
         stmt = _customer_messages(account_id, filters.customer_id)
     else:
-        stmt = select(MailMessage).where(MailMessage.account_id == account_id)
+        stmt = select(MailMessage).where(account == account_id)
     if filters.membership_id:
-        stmt = stmt.where(MailMessage.membership_id == filters.membership_id)
+        stmt = stmt.where(member == filters.membership_id)
     if filters.direction:
         stmt = stmt.where(MailMessage.direction == filters.direction)
     if filters.date_from:
         stmt = stmt.where(MailMessage.received_at >= _jst_midnight(filters.date_from))
     if filters.date_to:
         stmt = stmt.where(MailMessage.received_at < _jst_midnight(filters.date_to + timedelta(days=1)))
-    text = filters.text.strip()
-    if text:
-        pattern = "%" + escape_like(text) + "%"
-        stmt = stmt.where(or_(MailMessage.subject.ilike(pattern, escape="\\"),
-                              MailMessage.text_body.ilike(pattern, escape="\\"),
-                              MailMessage.html_body.ilike(pattern, escape="\\")))
-    return _row_options(stmt.order_by(MailMessage.received_at.desc(), MailMessage.id.desc()))
+    return stmt
+
+
+def _newest_first(stmt: Select) -> Select:
+    """Newest first; the id breaks ties so pages never overlap."""
+    return stmt.order_by(MailMessage.received_at.desc(), MailMessage.id.desc())
+
+
+def mail_list(account_id: int, filters: MailFilters) -> Select:
+    """Every imported message of the account matching the filters but the text, newest first (see search_page)."""
+    return _row_options(_newest_first(_filtered(account_id, filters)))
 
 
 def filter_members(session: Session, account_id: int) -> list[Membership]:
@@ -163,6 +174,11 @@ class SearchPage:
     page: int
     per_page: int
     has_next: bool
+    # Set when the search read only the newest `window` messages of the list: "short" (no word of 3+ characters)
+    # or "common" (the index could not narrow the words down in time).
+    window: int | None = None
+    window_reason: str | None = None
+    stopped: bool = False  # the search ran out of time and shows nothing
 
     @property
     def has_prev(self) -> bool:
@@ -180,8 +196,74 @@ class SearchPage:
         return self.first + len(self.items) - 1 if self.items else 0
 
 
-def search_page(session: Session, stmt: Select, page: int, per_page: int) -> SearchPage:
-    """Fetch one page plus one row: newest-first matches stop the scan early, a count would not."""
+@dataclass(frozen=True)
+class SearchLimits:
+    """How far a text search may read; the defaults keep a search of a million messages near 100 ms or less."""
+
+    short_word_window: int = 5_000  # newest messages read when the index cannot help
+    sorted_matches: int = 5_000  # index matches fetched and sorted by date; more, and the list is walked
+    newest_rows: int = 500  # newest messages read first: a word in most messages fills a page there
+    index_budget_ms: int = 300  # for the index lookup; past it, the words are too common to narrow anything
+    walk_budget_ms: int = 3_000  # for walking the list past a common word's matches (a deep page)
+
+
+def _since_newest(session: Session, stmt: Select, rows: int) -> Select:
+    """The statement limited to the newest `rows` messages it would list (by date, read from the list index)."""
+    oldest = session.scalar(_newest_first(stmt).with_only_columns(MailMessage.received_at).offset(rows - 1).limit(1))
+    return stmt if oldest is None else stmt.where(MailMessage.received_at >= oldest)
+
+
+def search_page(session: Session, account_id: int, filters: MailFilters, page: int, per_page: int,
+                limits: SearchLimits = SearchLimits()) -> SearchPage:
+    """One page of a text search, newest first, plus one row to know whether 次へ leads anywhere.
+
+    How it reads, cheapest first (see portal/mails/search.py for why):
+    1. only short words: LIKE over the newest `short_word_window` messages, and the page says so;
+    2. the newest `newest_rows` messages with LIKE: a word found in most mail fills the page here;
+    3. the trigram index, within `index_budget_ms`: up to `sorted_matches` matches are fetched by id and sorted;
+       more, and the list is walked newest first with LIKE, which finds a page quickly among so many (with a
+       short word as well, (1) instead: the short word may be rare); a word the index cannot narrow in time
+       (every trigram in most messages) falls back to (1) too, and the page says why.
+    """
     page = max(page, 1)
-    rows = list(session.scalars(stmt.limit(per_page + 1).offset((page - 1) * per_page)).unique())
-    return SearchPage(rows[:per_page], page, per_page, len(rows) > per_page)
+    words = search.split_words(filters.text)
+    wanted, offset = per_page + 1, (page - 1) * per_page
+
+    def fetch(stmt: Select, checked: tuple[str, ...]) -> list[MailMessage]:
+        """One page (plus one row) of the statement's messages that contain the checked words, newest first."""
+        stmt = _row_options(_newest_first(search.containing(session, stmt, checked)))
+        return list(session.scalars(stmt.limit(wanted).offset(offset)).unique())
+
+    def done(rows: list[MailMessage], **notes) -> SearchPage:
+        """The page of these rows."""
+        return SearchPage(rows[:per_page], page, per_page, len(rows) > per_page, **notes)
+
+    def windowed(reason: str) -> SearchPage:
+        """Every word by LIKE, over the newest messages only."""
+        window = limits.short_word_window
+        rows = fetch(_since_newest(session, _filtered(account_id, filters), window), words.all)
+        return done(rows, window=window, window_reason=reason)
+
+    if not words.indexed:
+        return windowed("short")
+    rows = fetch(_since_newest(session, _filtered(account_id, filters), limits.newest_rows), words.all)
+    if len(rows) == wanted:
+        return done(rows)
+    try:
+        with search.time_limit(session, limits.index_budget_ms):
+            matches = search.index_matches(session, words.indexed, limits.sorted_matches + 1)
+    except search.SearchTimeout:
+        return windowed("common")
+    if len(matches) <= limits.sorted_matches:
+        # The ids already contain the long words; only the short ones are left to check.
+        stmt = _filtered(account_id, filters, list_indexes=False).where(MailMessage.id.in_(matches))
+        return done(fetch(stmt, words.short))
+    if words.short:
+        # Many messages have the long words but the newest ones lack the short word: walking would read the
+        # whole history for a word the index cannot see.
+        return windowed("short")
+    try:
+        with search.time_limit(session, limits.walk_budget_ms):
+            return done(fetch(_filtered(account_id, filters), words.all))
+    except search.SearchTimeout:
+        return SearchPage([], page, per_page, False, stopped=True)

@@ -82,6 +82,19 @@ class MailMessage(Base):
                                                               order_by="TrackedLink.position")
 
 
+# The text search index lives beside mail_messages but outside these models: the text search migration builds
+# it with raw SQL (an FTS5 table and its shadow tables on SQLite, GIN trigram indexes on PostgreSQL), so schema
+# comparisons must leave these names alone.
+SEARCH_INDEX_TABLE = "mail_search"
+SEARCH_INDEX_NAMES = frozenset({"ix_mail_messages_subject_trgm", "ix_mail_messages_body_trgm"})
+
+
+def is_search_index_object(name: str | None) -> bool:
+    """True for the search index's own tables and indexes, which no model declares."""
+    return bool(name) and (name in SEARCH_INDEX_NAMES or name == SEARCH_INDEX_TABLE
+                           or name.startswith(SEARCH_INDEX_TABLE + "_"))
+
+
 class MailSource(Base):
     """One sighting of a message: which link, which folder, which UID (the idempotency key of a fetch)."""
 
