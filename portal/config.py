@@ -63,6 +63,8 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "ARGON2_TIME_COST": int(environ.get("ARGON2_TIME_COST", "3")),
         "ARGON2_MEMORY_COST": int(environ.get("ARGON2_MEMORY_COST", "65536")),
         "PER_PAGE": 20,
+        # The mail list counts at most this many rows past the page (then shows 「10,000件以上」).
+        "MAIL_LIST_COUNT_CAP": 10_000,
         # Overrides of portal.mails.services.SearchLimits (how far a text search may read), e.g. in tests.
         "SEARCH_LIMITS": {},
         # The address customers' mail clients reach the portal at; without it sent mail carries no tracking.

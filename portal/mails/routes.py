@@ -42,8 +42,8 @@ def index():
         page = services.search_page(db.session, membership.account_id, filters, number, config["PER_PAGE"],
                                     services.SearchLimits(**config["SEARCH_LIMITS"]))
     else:
-        page = db.paginate(services.mail_list(membership.account_id, filters), page=number,
-                           per_page=config["PER_PAGE"], error_out=False)
+        page = services.list_page(db.session, membership.account_id, filters, number, config["PER_PAGE"],
+                                  config["MAIL_LIST_COUNT_CAP"])
     args = {key: value for key, value in request.args.items() if key != "page" and value}
     response = render_template("mails/index.html", page=page, form=form, filter_customer=customer,
                                filters=filters, page_args=args, viewer=membership, may_open=may_open,

@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from flask_sqlalchemy.pagination import SelectPagination
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, joinedload, load_only, selectinload, with_expression
@@ -164,6 +165,39 @@ def read_inline_image_token(secret_key: str, token: str) -> tuple[int, int] | No
     if isinstance(payload, list) and len(payload) == 2 and all(type(value) is int for value in payload):
         return payload[0], payload[1]
     return None
+
+
+class ListPage(SelectPagination):
+    """A page of the mail list whose count stops a little past the page: counting a million rows reads them all."""
+
+    def __init__(self, count_cap: int, **kwargs):
+        """count_cap: how many rows past this page the count may read (rounded up to a multiple of it)."""
+        self.count_cap = count_cap
+        self.total_capped = False
+        super().__init__(**kwargs)
+
+    def _query_count(self) -> int:
+        """Rows up to the next multiple of count_cap past this page; total_capped when there are more."""
+        limit = ((self._query_offset + self.per_page) // self.count_cap + 1) * self.count_cap
+        # Only the id: the inner query then reads an index alone, never the rows (a LIMIT keeps it a subquery).
+        rows = (self._query_args["select"].with_only_columns(MailMessage.id).order_by(None).limit(limit + 1)
+                .subquery())
+        counted = self._query_args["session"].scalar(select(func.count()).select_from(rows))
+        self.total_capped = counted > limit
+        return min(counted, limit)
+
+    def iter_pages(self, **kwargs):
+        """Page numbers; no right edge when the total is only a lower bound (there is no known last page)."""
+        if self.total_capped:
+            kwargs.setdefault("right_edge", 0)
+        return super().iter_pages(**kwargs)
+
+
+def list_page(session: Session, account_id: int, filters: MailFilters, page: int, per_page: int,
+              count_cap: int) -> ListPage:
+    """One page of the mail list (no text search), with a total counted up to a cap."""
+    return ListPage(count_cap, select=mail_list(account_id, filters), session=session, page=max(page, 1),
+                    per_page=per_page, max_per_page=None, error_out=False)
 
 
 @dataclass

@@ -328,3 +328,20 @@ def test_text_search_pages_forward_without_counting_every_body(client, auth):
     second = client.get(next_link)
     assert _rows(second) == ["特急00"]
     assert BeautifulSoup(second.get_data(as_text=True), "html.parser").find("a", string="次へ")["href"] == "#"
+
+
+def test_a_long_list_counts_only_so_far_and_says_so(client, app, auth):
+    """Past the count cap the pager shows 「N件以上」 and no last page; nearer the end the exact total returns."""
+    account, owner = make_account()
+    customer = make_customer(account)
+    base = datetime(2026, 8, 1, tzinfo=timezone.utc)
+    for index in range(5):
+        make_message(account, [customer], subject=f"連絡{index}", received_at=base + timedelta(hours=index))
+    app.config.update(PER_PAGE=2, MAIL_LIST_COUNT_CAP=3)
+    auth.login_member(owner)
+    first = BeautifulSoup(client.get("/mails").get_data(as_text=True), "html.parser")
+    assert "3件以上（1〜2件目）" in first.get_text() and "全" not in first.select_one("p.text-muted.small").get_text()
+    assert [a.get_text() for a in first.select(".pagination a")] == ["前へ", "1", "2", "次へ"]
+    second = BeautifulSoup(client.get("/mails?page=2").get_data(as_text=True), "html.parser")
+    assert "全5件（3〜4件目）" in second.get_text()
+    assert _rows(client.get("/mails?page=3")) == ["連絡0"]
