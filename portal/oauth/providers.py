@@ -36,8 +36,18 @@ class ServerDefaults:
 SERVER_DEFAULTS = {
     OAuthProvider.MICROSOFT: ServerDefaults("outlook.office365.com", 993, Security.SSL,
                                             "smtp.office365.com", 587, Security.STARTTLS),
-    OAuthProvider.GOOGLE: ServerDefaults("imap.gmail.com", 993, Security.SSL, "smtp.gmail.com", 465, Security.SSL),
+    OAuthProvider.GOOGLE: ServerDefaults("imap.gmail.com", 993, Security.SSL, "smtp.gmail.com", 587, Security.STARTTLS),
 }
+OPERATOR_CLIENT_SETTINGS = {
+    OAuthProvider.MICROSOFT: ("OAUTH_MICROSOFT_CLIENT_ID", "OAUTH_MICROSOFT_CLIENT_SECRET"),
+    OAuthProvider.GOOGLE: ("OAUTH_GOOGLE_CLIENT_ID", "OAUTH_GOOGLE_CLIENT_SECRET"),
+}
+
+
+def operator_app_configured(provider: OAuthProvider, environ: Mapping) -> bool:
+    """True when the operator's OAUTH_* settings hold a client ID and secret for the provider."""
+    names = OPERATOR_CLIENT_SETTINGS.get(provider)
+    return bool(names) and all(environ.get(name) for name in names)
 
 
 @dataclass(frozen=True)
@@ -66,13 +76,9 @@ class MissingClient(Exception):
 def provider_app(provider: OAuthProvider, *, client_id: str, client_secret: str, tenant: str | None,
                  discovery_url: str | None, extra_scopes: str | None, environ: Mapping) -> ProviderApp:
     """The application a preset uses; empty client fields fall back to the operator's OAUTH_* settings."""
+    env_id, env_secret = (environ.get(name) for name in OPERATOR_CLIENT_SETTINGS.get(provider, ("", "")))
     if provider == OAuthProvider.MICROSOFT:
-        env_id, env_secret = environ.get("OAUTH_MICROSOFT_CLIENT_ID"), environ.get("OAUTH_MICROSOFT_CLIENT_SECRET")
         tenant = tenant or environ.get("OAUTH_MICROSOFT_TENANT") or MICROSOFT_DEFAULT_TENANT
-    elif provider == OAuthProvider.GOOGLE:
-        env_id, env_secret = environ.get("OAUTH_GOOGLE_CLIENT_ID"), environ.get("OAUTH_GOOGLE_CLIENT_SECRET")
-    else:
-        env_id = env_secret = None
     if not client_id:
         client_id, client_secret = env_id or "", env_secret or ""
     if not client_id or not client_secret:

@@ -1,15 +1,21 @@
-"""Preset use cases: add, edit and delete recommended mailbox server settings."""
-from dataclasses import asdict, dataclass
+"""Preset use cases: add, edit and delete recommended mailbox server settings (password or OAuth2)."""
+from dataclasses import dataclass, field, fields
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import audit
-from portal.models import MailboxPreset, Membership, Security
+from portal.mailbox.oauth import preset_secret_context
+from portal.models import AuthMethod, LinkState, MailboxLink, MailboxPreset, Membership, OAuthProvider, Security
+from portal.policy import Action, PermissionDenied, ensure
+from portal.secretbox import SecretBox
+
+OAUTH_COLUMNS = ("oauth_provider", "oauth_discovery_url", "oauth_scopes", "oauth_tenant", "oauth_client_id")
 
 
 @dataclass(frozen=True)
 class PresetData:
-    """The fields of a preset."""
+    """The fields of a preset. `oauth_client_secret` None keeps the stored secret; "" clears it."""
 
     name: str
     imap_host: str
@@ -18,35 +24,124 @@ class PresetData:
     smtp_host: str
     smtp_port: int
     smtp_security: Security
+    auth_method: AuthMethod = AuthMethod.PASSWORD
+    oauth_provider: OAuthProvider | None = None
+    oauth_discovery_url: str | None = None
+    oauth_scopes: str | None = None
+    oauth_tenant: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = field(default=None, repr=False)
+
+    def columns(self) -> dict:
+        """The column values to store: OAuth fields only where the method and provider use them."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "oauth_client_secret"}
+        if self.auth_method != AuthMethod.OAUTH2:
+            return values | dict.fromkeys(OAUTH_COLUMNS)
+        provider = self.oauth_provider
+        values["oauth_client_id"] = self.oauth_client_id or None
+        # Empty tenant: the operator's OAUTH_MICROSOFT_TENANT, else organizations (decided when signing in).
+        values["oauth_tenant"] = (self.oauth_tenant or None) if provider == OAuthProvider.MICROSOFT else None
+        if provider != OAuthProvider.OIDC:
+            values["oauth_discovery_url"] = values["oauth_scopes"] = None
+        else:
+            values["oauth_scopes"] = " ".join(dict.fromkeys((self.oauth_scopes or "").split())) or None
+        return values
 
 
-def _audit_fields(data: PresetData) -> dict:
-    """The preset's fields as plain JSON values."""
-    return {key: value.value if isinstance(value, Security) else value for key, value in asdict(data).items()}
+class PresetInUse(Exception):
+    """OAuth2 links still sign in through this preset's client app."""
+
+    def __init__(self, link_count: int):
+        super().__init__(link_count)
+        self.link_count = link_count
 
 
-def create_preset(session: Session, actor: Membership, data: PresetData) -> MailboxPreset:
-    """Add a preset to the actor's account."""
-    preset = MailboxPreset(account_id=actor.account_id, **asdict(data))
+class MissingSecretBox(Exception):
+    """A client secret was given but no secret box to encrypt it with (a programming error)."""
+
+
+def links_using(session: Session, preset: MailboxPreset) -> int:
+    """How many links that are not unlinked depend on the preset's client app (連携中, エラー or 要再認証)."""
+    return session.scalar(select(func.count()).select_from(MailboxLink).where(
+        MailboxLink.preset_id == preset.id, MailboxLink.account_id == preset.account_id,
+        MailboxLink.state != LinkState.UNLINKED)) or 0
+
+
+def _audit_fields(data: PresetData, secret_changed: bool) -> dict:
+    """The stored fields as plain JSON values; the secret only as whether it changed, never its value."""
+    details = {key: value.value if isinstance(value, (Security, AuthMethod, OAuthProvider)) else value
+               for key, value in data.columns().items()}
+    if data.auth_method == AuthMethod.OAUTH2:
+        details["oauth_client_secret_changed"] = secret_changed
+    return details
+
+
+def _store_secret(preset: MailboxPreset, data: PresetData, box: SecretBox | None) -> bool:
+    """Encrypt a new client secret bound to the preset's row, or clear it; True when it changed."""
+    if data.auth_method != AuthMethod.OAUTH2 or not data.oauth_client_id:
+        # No own client app (password, or the operator's OAUTH_* app): no secret of our own either.
+        changed = bool(preset.oauth_client_secret_encrypted)
+        preset.oauth_client_secret_encrypted = ""
+        return changed
+    if data.oauth_client_secret is None:
+        return False
+    if not data.oauth_client_secret:
+        changed = bool(preset.oauth_client_secret_encrypted)
+        preset.oauth_client_secret_encrypted = ""
+        return changed
+    if box is None:
+        raise MissingSecretBox()
+    preset.oauth_client_secret_encrypted = box.encrypt(data.oauth_client_secret, preset_secret_context(preset.id))
+    return True
+
+
+def create_preset(session: Session, actor: Membership, data: PresetData, box: SecretBox | None = None
+                  ) -> MailboxPreset:
+    """Add a preset to the actor's account (the client secret encrypted with `box`)."""
+    ensure(actor.role, Action.EDIT_MAILBOX_PRESETS)
+    preset = MailboxPreset(account_id=actor.account_id, **data.columns())
     session.add(preset)
-    session.flush()
+    session.flush()  # the row id is part of the secret's encryption context
+    secret_changed = _store_secret(preset, data, box)
     audit.record(session, actor.account_id, actor.user_id, "mailbox_preset.create", "mailbox_preset", preset.id,
-                 **_audit_fields(data))
+                 **_audit_fields(data, secret_changed))
     session.commit()
     return preset
 
 
-def update_preset(session: Session, actor: Membership, preset: MailboxPreset, data: PresetData) -> None:
-    """Change a preset; links made with it keep their own copy of the settings."""
-    for key, value in asdict(data).items():
+def update_preset(session: Session, actor: Membership, preset: MailboxPreset, data: PresetData,
+                  box: SecretBox | None = None) -> None:
+    """Change a preset. Links keep their own copy of the server settings; OAuth2 links keep using the
+    preset's client app, so its method and provider stay fixed while such links exist (PresetInUse)."""
+    ensure(actor.role, Action.EDIT_MAILBOX_PRESETS)
+    if preset.account_id != actor.account_id:
+        raise PermissionDenied("another account's preset")
+    if (data.auth_method, data.oauth_provider if data.auth_method == AuthMethod.OAUTH2 else None) != \
+            (preset.auth_method, preset.oauth_provider if preset.uses_oauth else None):
+        in_use = links_using(session, preset)
+        if in_use:
+            raise PresetInUse(in_use)
+    for key, value in data.columns().items():
         setattr(preset, key, value)
+    secret_changed = _store_secret(preset, data, box)
     audit.record(session, preset.account_id, actor.user_id, "mailbox_preset.update", "mailbox_preset", preset.id,
-                 **_audit_fields(data))
+                 **_audit_fields(data, secret_changed))
     session.commit()
 
 
 def delete_preset(session: Session, actor: Membership, preset: MailboxPreset) -> None:
-    """Delete a preset; no link or mail depends on it."""
+    """Delete a preset. Password links keep their own copy of the settings; an OAuth2 link needs the preset's
+    client app to refresh its tokens and to sign in again, so a preset that a live link uses is refused
+    (PresetInUse). Unlinked links only remember it as history and lose the reference."""
+    ensure(actor.role, Action.EDIT_MAILBOX_PRESETS)
+    if preset.account_id != actor.account_id:
+        raise PermissionDenied("another account's preset")
+    in_use = links_using(session, preset)
+    if in_use:
+        raise PresetInUse(in_use)
+    for link in session.scalars(select(MailboxLink).where(MailboxLink.preset_id == preset.id,
+                                                          MailboxLink.account_id == preset.account_id)):
+        link.preset_id = None
     audit.record(session, preset.account_id, actor.user_id, "mailbox_preset.delete", "mailbox_preset", preset.id,
                  name=preset.name)
     session.delete(preset)

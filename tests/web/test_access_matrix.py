@@ -21,6 +21,8 @@ def only(allowed: set[str], ok: int = 200) -> dict[str, int]:
 
 PRESET = {"name": "社内", "imap_host": "imap.example.jp", "imap_port": "993", "imap_security": "ssl",
           "smtp_host": "smtp.example.jp", "smtp_port": "587", "smtp_security": "starttls"}
+OAUTH_PRESET = dict(PRESET, auth_method="oauth2", oauth_provider="google", oauth_client_id="client.apps.example",
+                    oauth_client_secret="client-secret", imap_host="", imap_port="", smtp_host="", smtp_port="")
 OWNERS = {"owner"}
 ADMINS = {"owner", "admin"}
 MANAGERS = {"owner", "admin", "manager"}
@@ -109,7 +111,9 @@ CASES = [
     Case("GET", "/settings/mailbox-servers", ALL),
     Case("GET", "/settings/mailbox-servers/new", only(MANAGERS)),
     Case("POST", "/settings/mailbox-servers/new", only(MANAGERS, 302), PRESET),
+    Case("POST", "/settings/mailbox-servers/new", only(MANAGERS, 302), OAUTH_PRESET),
     Case("GET", "/settings/mailbox-servers/{preset}/edit", only(MANAGERS)),
+    Case("POST", "/settings/mailbox-servers/{preset}/edit", only(MANAGERS, 302), OAUTH_PRESET),
     Case("POST", "/settings/mailbox-servers/{preset}/edit", only(MANAGERS, 302), PRESET),
     Case("GET", "/settings/mailbox-servers/{preset}/delete", only(MANAGERS)),
     Case("POST", "/settings/mailbox-servers/{preset}/delete", only(MANAGERS, 302)),
