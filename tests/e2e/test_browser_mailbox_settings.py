@@ -138,6 +138,41 @@ def test_owner_adds_edits_and_deletes_preset(live_server, tmp_path):
     assert_only_portal(requests, errors, base_url)
 
 
+def test_owner_adds_a_google_workspace_oauth_preset(live_server_with, tmp_path):
+    """OAuth2 shows its fields; choosing Google Workspace fills Google's servers and shows its how-to (the
+    screen's script under the CSP); the list then says OAuth2: Google Workspace."""
+    app, base_url = live_server_with(PUBLIC_BASE_URL="https://crm.example.jp")
+    seed_demo(app, email_on=True)
+    with chromium_page() as page:
+        requests, errors = watch(page)
+        log_in(page, base_url, OWNER_EMAIL, services.DEMO_PASSWORD)
+        page.goto(f"{base_url}/settings/mailbox-servers/new")
+        expect(page.locator("#oauth-fields")).to_be_hidden()
+        page.fill("#name", "Google Workspace")
+        page.fill("#imap_host", "")
+        page.select_option("#auth_method", "oauth2")
+        expect(page.locator("#oauth-fields")).to_be_visible()
+        expect(page.locator("#imap_host")).to_have_value("outlook.office365.com")  # Microsoft 365 comes first
+        page.select_option("#oauth_provider", "google")
+        expect(page.locator("#imap_host")).to_have_value("imap.gmail.com")
+        expect(page.locator("#smtp_host")).to_have_value("smtp.gmail.com")
+        expect(page.locator("#smtp_port")).to_have_value("587")
+        expect(page.locator("#smtp_security")).to_have_value("starttls")
+        expect(page.get_by_text("Google Workspace の準備")).to_be_visible()
+        expect(page.get_by_text("Microsoft 365 の準備")).to_be_hidden()
+        expect(page.locator("#oauth_tenant")).to_be_hidden()
+        expect(page.locator("#redirect-uri")).to_have_value("https://crm.example.jp/settings/mailbox/oauth/callback")
+        page.fill("#oauth_client_id", "1234-abc.apps.googleusercontent.com")
+        page.fill("#oauth_client_secret", "GOCSPX-browser-secret")
+        keep_screenshot(page, tmp_path / "oauth-preset-form.png")
+        page.get_by_role("button", name="保存").click()
+        expect(page.get_by_role("alert")).to_contain_text("メールボックスサーバーの推奨設定を保存しました。")
+        expect(preset_row(page, "Google Workspace")).to_contain_text("OAuth2: Google Workspace")
+        expect(preset_row(page, "Google Workspace")).to_contain_text("imap.gmail.com:993")
+        assert "GOCSPX-browser-secret" not in page.content()
+    assert_only_portal(requests, errors, base_url)
+
+
 @pytest.fixture
 def mail_portal(live_server_with, pki, dovecot, smtp_ssl):
     """A portal that trusts the test CA and allows the test servers' ports; returns (app, base_url)."""
