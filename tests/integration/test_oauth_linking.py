@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.mailbox.oauth import token_context
 from portal.mailbox.credentials import secret_box
-from portal.models import Account, AuthMethod, LinkState, Membership, MailboxLink, Role
+from portal.models import Account, AuthMethod, LinkState, Membership, MailboxLink, MailboxPreset, Role
 from tests.factories import PASSWORD, make_account, make_member
 from tests.integration.oauth_world import REDIRECT_URI, come_back, make_oauth_preset, start
 from tests.integration.oidc_provider import MAIL_SCOPE
@@ -132,3 +132,21 @@ def test_plain_member_links_own_mailbox_and_unlink_revokes_the_token(oauth_porta
         link = db.session.scalar(select(MailboxLink))
         assert link.state == LinkState.UNLINKED
         assert (link.oauth_access_token_encrypted, link.oauth_refresh_token_encrypted) == ("", "")
+
+
+def test_the_preset_of_a_live_oauth_link_stays_until_the_link_is_gone(oauth_portal, provider, oauth_mail_user):
+    """Deleting the preset a link signs in through is refused (409); after unlinking (and the revocation that
+    still needs the preset's app) it deletes."""
+    app, client, *_, preset_id = oauth_portal
+    assert come_back(client, provider.sign_in(start(client, preset_id), oauth_mail_user.email)).status_code == 302
+    response = client.post(f"/settings/mailbox-servers/{preset_id}/delete")
+    assert response.status_code == 409 and "削除できません" in response.get_data(as_text=True)
+    assert client.post("/settings/mailbox/unlink").status_code == 302
+    deadline = time.monotonic() + 10
+    while provider.live_refresh_tokens(oauth_mail_user.email) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert provider.live_refresh_tokens(oauth_mail_user.email) == []
+    assert client.post(f"/settings/mailbox-servers/{preset_id}/delete").status_code == 302
+    with app.app_context():
+        assert db.session.get(MailboxPreset, preset_id) is None
+        assert db.session.scalar(select(MailboxLink)).preset_id is None
