@@ -13,6 +13,7 @@ from portal.extensions import db
 from portal.mailbox.credentials import secret_box
 from portal.mailbox.services import rotate_encryption_key
 from portal.models import Account, AccountStatus, User, utcnow
+from portal.presets.services import rotate_preset_secrets
 from portal.settings import services
 
 
@@ -66,6 +67,8 @@ def init_app(app: Flask) -> None:
         """Re-encrypt stored mailbox passwords with MAILBOX_ENCRYPTION_KEY (old keys in MAILBOX_ENCRYPTION_OLD_KEYS)."""
         rotated = rotate_encryption_key(db.session, secret_box(app.config))
         click.echo(f"{rotated}件のメールボックス連携のパスワードを新しい鍵で暗号化し直しました。")
+        presets = rotate_preset_secrets(db.session, secret_box(app.config))
+        click.echo(f"{presets}件の推奨設定のクライアントシークレットを新しい鍵で暗号化し直しました。")
 
     @app.cli.command("set-account-status")
     @click.option("--account", "account_id", required=True, type=int, help="アカウントID")

@@ -146,3 +146,17 @@ def delete_preset(session: Session, actor: Membership, preset: MailboxPreset) ->
                  name=preset.name)
     session.delete(preset)
     session.commit()
+
+
+def rotate_preset_secrets(session: Session, box: SecretBox) -> int:
+    """Re-encrypt every client secret made with an old key under the current key (operator command, no actor);
+    returns how many presets."""
+    rotated = 0
+    for preset in session.scalars(select(MailboxPreset).where(MailboxPreset.oauth_client_secret_encrypted != "")):
+        if box.needs_rotation(preset.oauth_client_secret_encrypted):
+            context = preset_secret_context(preset.id)
+            secret = box.decrypt(preset.oauth_client_secret_encrypted, context)
+            preset.oauth_client_secret_encrypted = box.encrypt(secret, context)
+            rotated += 1
+    session.commit()
+    return rotated

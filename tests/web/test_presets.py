@@ -3,6 +3,7 @@ import json
 
 import pytest
 from bs4 import BeautifulSoup
+from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from portal.extensions import db
@@ -10,7 +11,9 @@ from portal.mailbox.credentials import secret_box
 from portal.mailbox.oauth import preset_secret_context
 from portal.models import (AuditLog, AuthMethod, LinkState, MailboxLink, MailboxPreset, Membership, OAuthProvider,
                            Role, Security)
-from tests.factories import enable_email, make_account, make_link, make_member
+from portal.presets.services import PresetData, create_preset
+from portal.secretbox import SecretBox
+from tests.factories import TEST_KEY, enable_email, make_account, make_link, make_member
 
 GOOD = {"name": "社内サーバー", "imap_host": "imap.example.co.jp", "imap_port": "993", "imap_security": "ssl",
         "smtp_host": "smtp.example.co.jp", "smtp_port": "587", "smtp_security": "starttls"}
@@ -361,3 +364,21 @@ def test_plain_user_cannot_create_an_oauth_preset(make_app):
     member.post("/login", data={"email": email, "password": "correct-horse-battery"})
     assert member.post("/settings/mailbox-servers/new", data=MICROSOFT).status_code == 403
     assert stored(app) is None
+
+
+def test_rotate_key_command_reencrypts_client_secrets(make_app):
+    """After rotate-mailbox-key a preset's client secret decrypts with the new key alone."""
+    new_key = Fernet.generate_key().decode()
+    app = make_app(MAILBOX_ENCRYPTION_KEY=new_key, MAILBOX_ENCRYPTION_OLD_KEYS=[TEST_KEY])
+    with app.app_context():
+        account, owner = make_account()
+        enable_email(account, owner)
+        data = PresetData("M365", "outlook.office365.com", 993, Security.SSL, "smtp.office365.com", 587,
+                          Security.STARTTLS, AuthMethod.OAUTH2, OAuthProvider.MICROSOFT,
+                          oauth_client_id="client", oauth_client_secret=SECRET)
+        preset = create_preset(db.session, owner, data, SecretBox(TEST_KEY))
+        result = app.test_cli_runner().invoke(args=["rotate-mailbox-key"])
+        assert "1件の推奨設定のクライアントシークレット" in result.output
+        db.session.expire_all()
+        assert SecretBox(new_key).decrypt(preset.oauth_client_secret_encrypted,
+                                          preset_secret_context(preset.id)) == SECRET
