@@ -465,7 +465,9 @@ class OidcProvider:
             boxes = "".join(
                 f"<label><input type='checkbox' name='grant' value='{html.escape(s)}' checked> {html.escape(s)}"
                 "</label><br>" for s in scopes)
-            return (f"<!doctype html><title>Test OpenID Provider</title><h1>Test OpenID Provider</h1>"
+            # An empty icon: a browser would otherwise ask for /favicon.ico and log the 404.
+            return (f"<!doctype html><title>Test OpenID Provider</title><link rel='icon' href='data:,'>"
+                    f"<h1>Test OpenID Provider</h1>"
                     f"<form method='post'><p>Sign in to {html.escape(grant.client.client_id)}</p>"
                     f"<input name='email' type='email' aria-label='email'><br>{boxes}"
                     "<button name='decision' value='allow'>Allow</button>"
