@@ -47,8 +47,8 @@ class MailFilterForm(FlaskForm):
             raise ValidationError("終了日は開始日以降の日付を入力してください。")
 
 
-class ReplyForm(FlaskForm):
-    """返信: one recipient, a subject, a body, and the template to insert."""
+class ComposeForm(FlaskForm):
+    """返信 and new mail: one recipient, a subject, a body, and the template to insert."""
 
     to = StringField("宛先", filters=[strip], validators=[required(), max_length(254), no_line_breaks,
                                                           email_address()])

@@ -9,20 +9,14 @@ from wtforms.fields.choices import SelectChoice
 
 from portal.customers.services import may_open
 from portal.extensions import db
-from portal.mailbox.services import live_link
-from portal.mails import sending, services
-from portal.mails.forms import MailFilterForm, ReplyForm
+from portal.mails import compose, sending, services
+from portal.mails.forms import ComposeForm, MailFilterForm
 from portal.mails.render import estimated_frame_height, render_mail_html
-from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
-from portal.mailtemplates.services import templates_for
-from portal.models import Customer, Direction, LinkState, MailMessage, MailTemplate
+from portal.models import Customer, Direction, MailMessage, utcnow
 from portal.policy import Action
 from portal.web import current_membership, get_scoped_or_404, permission_required
 
 bp = Blueprint("mails", __name__, url_prefix="/mails")
-
-NO_MAILBOX = "メールボックスが連携されていないため、返信できません。メールボックス連携を行ってください。"
-
 
 @bp.get("")
 @permission_required(Action.READ_MAIL)
@@ -150,64 +144,67 @@ def reply(message_id: int):
     """返信: compose an answer in the thread and send it through the member's own mail server."""
     original = get_scoped_or_404(MailMessage, message_id)
     membership = current_membership()
-    link = live_link(db.session, membership.id)
-    can_send = link is not None and link.state != LinkState.REAUTH
-    templates = templates_for(db.session, membership.account_id)
-    form = ReplyForm()
-    form.template_id.choices = [SelectChoice("", "テンプレートを選択")] + [SelectChoice(str(t.id), t.name)
-                                                                     for t in templates]
+    page = compose.screen(db.session, membership)
+    form = _compose_form(page)
     draft = None
     if request.method == "GET":
-        draft = sending.find_draft(db.session, membership, original)
-        _prefill(form, original, draft)
-        form.compose_id.data = secrets.token_urlsafe(24)
+        typed, draft = compose.reply_start(db.session, membership, original, _jst)
+        _fill(form, typed)
+        return render_template("mails/reply.html", form=form, original=original, draft=draft, **page.context())
     status, error = 200, None
-    if request.method == "POST":
-        if form.action.data == "insert_template":
-            _insert_template(form, original, membership)
-        elif not can_send:
-            status, error = 409, NO_MAILBOX
-        elif form.validate():
-            outgoing = sending.Outgoing(to=form.to.data, subject=form.subject.data, body=form.body.data,
-                                        reply_to=original, template_id=_template_id(form),
-                                        compose_id=form.compose_id.data or None)
-            try:
-                result = sending.send_mail(db.session, membership, outgoing,
-                                           sending.send_environment(current_app.config))
-            except sending.InvalidHeader as problem:
-                getattr(form, problem.field_name, form.subject).errors.append(problem.message)
-                status = 422
-            except sending.AlreadySent as sent:
-                flash("この返信はすでに送信済みです。二重には送信していません。", "info")
-                return redirect(url_for("mails.thread", message_id=sent.message.id,
-                                        _anchor=f"message-{sent.message.id}"))
-            except sending.NoMailbox:
-                status, error = 409, NO_MAILBOX
-            except sending.SendFailed as failure:
-                sending.save_draft(db.session, membership, original, outgoing, failure.message)
-                status, error = 502, failure.message + " 入力内容は下書きとして保存しました。"
-            else:
-                flash("返信を送信しました。", "success")
-                for warning in result.warnings:
-                    flash(warning, "warning")
-                return redirect(url_for("mails.thread", message_id=result.message.id,
-                                        _anchor=f"message-{result.message.id}"))
+    if form.action.data == "insert_template":
+        _insert_template(form, membership, compose.reply_customer(original, form.to.data or ""))
+    elif not page.can_send:
+        status, error = 409, compose.NO_MAILBOX
+    elif not form.validate():
+        status = 422
+    else:
+        try:
+            sent = compose.send_reply(db.session, membership, original, _typed(form),
+                                      sending.send_environment(current_app.config), utcnow())
+        except compose.ComposeRefused as refused:
+            status, error = _refusal(form, refused)
         else:
-            status = 422
-    return render_template("mails/reply.html", form=form, original=original, link=link, can_send=can_send,
-                           draft=draft, error=error, templates=templates), status
+            return _after_send(sent, "返信を送信しました。", "この返信はすでに送信済みです。二重には送信していません。")
+    return render_template("mails/reply.html", form=form, original=original, draft=draft, error=error,
+                           **page.context()), status
 
 
-def _prefill(form: ReplyForm, original: MailMessage, draft) -> None:
-    """A new reply: To the customer, 「Re: 件名」, the quoted original; or the unsent draft."""
-    if draft is not None:
-        form.to.data, form.subject.data, form.body.data = draft.to_address, draft.subject, draft.body
-        form.template_id.data = str(draft.template_id or "")
-        return
-    form.to.data = sending.reply_recipient(original)
-    form.subject.data = sending.reply_subject(original.subject)
-    when = original.sent_at or original.received_at
-    form.body.data = sending.quote(original, _jst(when) + " に")
+def _compose_form(page: compose.Screen) -> ComposeForm:
+    """The compose form with the account's templates to choose from."""
+    form = ComposeForm()
+    form.template_id.choices = [SelectChoice("", "テンプレートを選択")] + [SelectChoice(str(t.id), t.name)
+                                                                     for t in page.templates]
+    return form
+
+
+def _fill(form: ComposeForm, typed: compose.Composition) -> None:
+    """Start the form from a fresh composition or a kept draft, with a new id for this compose form."""
+    form.to.data, form.subject.data, form.body.data = typed.to, typed.subject, typed.body
+    form.template_id.data = str(typed.template_id or "")
+    form.compose_id.data = secrets.token_urlsafe(24)
+
+
+def _typed(form: ComposeForm) -> compose.Composition:
+    """What the member typed, as the compose service takes it."""
+    return compose.Composition(to=form.to.data, subject=form.subject.data, body=form.body.data,
+                               template_id=_template_id(form), compose_id=form.compose_id.data or None)
+
+
+def _refusal(form: ComposeForm, refused: compose.ComposeRefused) -> tuple[int, str | None]:
+    """A refusal beside its field when it names one, else above the form."""
+    if refused.status == 422:
+        getattr(form, refused.field_name or "subject", form.subject).errors.append(refused.message)
+        return 422, None
+    return refused.status, refused.message
+
+
+def _after_send(sent: compose.Sent, done: str, again: str):
+    """To the sent message in its thread, saying what happened."""
+    flash(again if sent.again else done, "info" if sent.again else "success")
+    for warning in sent.warnings:
+        flash(warning, "warning")
+    return redirect(url_for("mails.thread", message_id=sent.message.id, _anchor=f"message-{sent.message.id}"))
 
 
 def _jst(value) -> str:
@@ -215,30 +212,21 @@ def _jst(value) -> str:
     return current_app.jinja_env.filters["jst"](value)
 
 
-def _template_id(form: ReplyForm) -> int | None:
+def _template_id(form: ComposeForm) -> int | None:
     """The chosen template's id, if any."""
     return int(form.template_id.data) if (form.template_id.data or "").isdigit() else None
 
 
-def _insert_template(form: ReplyForm, original: MailMessage, membership) -> None:
+def _insert_template(form: ComposeForm, membership, customer) -> None:
     """Put the chosen template's body (placeholders filled) above what is already written."""
     template_id = _template_id(form)
-    template = get_scoped_or_404(MailTemplate, template_id) if template_id else None
-    if template is None:
+    if template_id is None:
         form.template_id.errors = ["テンプレートを選んでください。"]
         return
-    customer = _reply_customer(original, form.to.data or "")
-    values = PlaceholderValues(customer_name=customer.name if customer else "",
-                               company=customer.company if customer else "", member_name=membership.user.name)
-    # The reply keeps its 「Re: 件名」 so the thread stays recognisable; a template's subject is for new mail.
-    form.body.data = fill_placeholders(template.body, values) + (form.body.data or "")
+    try:
+        # A reply keeps its 「Re: 件名」 so the thread stays recognisable; a template's subject is for new mail.
+        form.body.data, template = compose.insert_template(db.session, membership, template_id, customer,
+                                                           form.body.data)
+    except compose.TemplateNotFound:
+        abort(404)
     flash(f"テンプレート「{template.name}」を挿入しました。", "info")
-
-
-def _reply_customer(original: MailMessage, to: str) -> Customer | None:
-    """The customer the reply goes to: the one with the To address, else the original's first live customer."""
-    customers = [link.customer for link in original.customer_links if link.customer.deleted_at is None]
-    for customer in customers:
-        if customer.email == to.strip().lower():
-            return customer
-    return customers[0] if customers else None

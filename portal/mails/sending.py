@@ -23,7 +23,7 @@ from portal.mailsync.connection import (TOKEN_REFUSED_CODES, ConnectionPolicy, M
                                         close_quietly, open_imap, open_smtp)
 from portal.mailsync.credentials import CredentialsProvider
 from portal.mailsync.headers import decode_header_value, normalise_subject
-from portal.models import (Customer, Direction, FolderRole, LinkState, MailboxLink, MailCustomer, MailDraft,
+from portal.models import (Customer, Direction, FolderRole, LinkState, MailboxLink, MailCustomer,
                            MailMessage, MailSource, MailThread, Membership, TrackedLink, utcnow)
 from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, open_token
 
@@ -123,34 +123,6 @@ def recipient_address(value: str) -> Address:
     return address
 
 
-def reply_subject(subject: str) -> str:
-    """「Re: 件名」 without piling up Re: prefixes."""
-    base = normalise_subject(subject or "")
-    return f"Re: {base}" if base else "Re:"
-
-
-def quote(message: MailMessage, when_text: str) -> str:
-    """The original message as quoted text under the reply."""
-    sender = f"{message.from_name} <{message.from_address}>" if message.from_name else message.from_address
-    lines = (message.text_body or _text_from_html(message.html_body or "")).strip().splitlines()
-    return f"\n\n{when_text} {sender}:\n" + "\n".join("> " + line for line in lines)
-
-
-def _text_from_html(markup: str) -> str:
-    """A rough plain-text version of an HTML body, for quoting."""
-    from bs4 import BeautifulSoup
-    return BeautifulSoup(markup, "html.parser").get_text("\n")
-
-
-def reply_recipient(message: MailMessage) -> str:
-    """Whom a reply goes to: the sender of received mail, the first recipient of sent mail."""
-    if message.direction == Direction.RECEIVED:
-        return message.from_address
-    first = (message.to_addresses or "").split(",")[0]
-    match = re.search(r"<([^>]+)>", first)
-    return (match.group(1) if match else first).strip()
-
-
 def sending_link(session: Session, member: Membership) -> MailboxLink:
     """The member's linked mailbox that can send now, or NoMailbox."""
     link = live_link(session, member.id)
@@ -192,9 +164,6 @@ def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: Sen
     except SendFailed:
         _withdraw(session, message.id)
         raise
-    if outgoing.reply_to is not None:
-        session.execute(delete(MailDraft).where(MailDraft.membership_id == member.id,
-                                                MailDraft.reply_to_message_id == outgoing.reply_to.id))
     session.commit()
     result = SendResult(message)
     try:
@@ -218,26 +187,6 @@ def _withdraw(session: Session, message_id: int) -> None:
             select(MailMessage.id).where(MailMessage.thread_id == thread_id).limit(1)) is None:
         session.execute(delete(MailThread).where(MailThread.id == thread_id))
     session.commit()
-
-
-def save_draft(session: Session, member: Membership, reply_to: MailMessage, outgoing: Outgoing,
-               error: str | None) -> MailDraft:
-    """Keep what the member typed (one draft per member and message) so a failed send loses nothing."""
-    draft = session.scalar(select(MailDraft).where(MailDraft.membership_id == member.id,
-                                                   MailDraft.reply_to_message_id == reply_to.id))
-    if draft is None:
-        draft = MailDraft(account_id=member.account_id, membership_id=member.id, reply_to_message_id=reply_to.id)
-        session.add(draft)
-    draft.to_address, draft.subject, draft.body = outgoing.to[:254], outgoing.subject, outgoing.body
-    draft.template_id, draft.last_error = outgoing.template_id, error
-    session.commit()
-    return draft
-
-
-def find_draft(session: Session, member: Membership, reply_to: MailMessage) -> MailDraft | None:
-    """The member's unsent draft for this message, if any."""
-    return session.scalar(select(MailDraft).where(MailDraft.membership_id == member.id,
-                                                  MailDraft.reply_to_message_id == reply_to.id))
 
 
 def _store_sent(session: Session, member: Membership, link: MailboxLink, outgoing: Outgoing, to: Address,
