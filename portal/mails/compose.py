@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from portal.mailbox.services import live_link
 from portal.mails import sending
-from portal.mailsync.headers import normalise_subject
 from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
 from portal.mailtemplates.services import templates_for
 from portal.models import Customer, Direction, LinkState, MailboxLink, MailDraft, MailMessage, MailTemplate, Membership
 
+_REPLY_PREFIX = re.compile(r"(re|返信)\s*[:：]", re.IGNORECASE)
 NO_MAILBOX = "メールボックスが連携されていないため、返信できません。メールボックス連携を行ってください。"
 
 
@@ -160,9 +160,14 @@ def _discard_draft(session: Session, actor: Membership, reply_to: MailMessage) -
 
 
 def reply_subject(subject: str) -> str:
-    """「Re: 件名」 without piling up Re: prefixes."""
-    base = normalise_subject(subject or "")
-    return f"Re: {base}" if base else "Re:"
+    """「Re: 」 and the subject exactly as the customer wrote it; a leading Re:/返信: is not doubled.
+
+    The thread is found by its own key (the answered message's thread), never by this line.
+    """
+    subject = (subject or "").strip()
+    if _REPLY_PREFIX.match(subject):
+        return subject
+    return f"Re: {subject}" if subject else "Re:"
 
 
 def quote(message: MailMessage, when_text: str) -> str:

@@ -28,8 +28,9 @@ from portal.models import (Customer, Direction, FolderRole, LinkState, MailboxLi
 from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, open_token
 
 URL_PATTERN = re.compile(r"https?://[^\s<>\"'（）「」、。]+", re.IGNORECASE)
-# Raw and encoded line breaks: any of them in a header could start a new header (header injection).
-_HEADER_BREAKS = re.compile(r"[\r\n\v\f\x85\u2028\u2029]|%0[ad]|=0[ad]|\\[rn]", re.IGNORECASE)
+# Real line breaks, typed or inside an RFC 2047 encoded word (which the mail library decodes): either could start
+# a new header (header injection). Text that merely names one (`C:\\new`, `%0a`, `=0A`) is harmless and allowed.
+_HEADER_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 MAX_REFERENCES = 20
 
 
@@ -105,7 +106,7 @@ class SendResult:
 
 
 def check_header_text(field_name: str, value: str) -> str:
-    """Refuse raw or encoded line breaks in a header value; returns the value."""
+    """Refuse line breaks in a header value, typed or RFC 2047 encoded; returns the value."""
     if _HEADER_BREAKS.search(value or "") or _HEADER_BREAKS.search(decode_header_value(value or "")):
         raise InvalidHeader(field_name, "改行を含めることはできません。")
     return value

@@ -1,16 +1,19 @@
 """送受信メール: the list and its filters, the customer timeline, the thread page, attachments and the reply screen."""
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from bs4 import BeautifulSoup
 from sqlalchemy import event, select
 
 from portal.customers.services import delete_customer
 from portal.extensions import db
 from portal.mailbox.services import live_link
-from portal.mails import services
+from portal.mails import sending, services
+from portal.mailsync.headers import decode_header_value
 from portal.models import Direction, MailAttachment, MailDraft, MailMessage, MembershipState, Role
 from portal.users.services import disable_member
 from tests.factories import enable_email, make_account, make_customer, make_link, make_member, make_message
+from tests.fakes import FakeImap, FakeSmtp, environment
 
 
 def _rows(response) -> list[str]:
@@ -274,7 +277,6 @@ def test_line_breaks_in_headers_are_refused_and_nothing_is_sent(client, auth):
     message = make_message(account, [make_customer(account)])
     auth.login_member(owner)
     for data in ({"to": "a@client.example", "subject": "Re: x\r\nBcc: spy@evil.example"},
-                 {"to": "a@client.example", "subject": "Re: x%0ABcc: spy@evil.example"},
                  {"to": "a@client.example", "subject": "=?utf-8?q?x=0D=0ABcc=3A_spy=40evil=2Eexample?="},
                  {"to": "a@client.example\nBcc: spy@evil.example", "subject": "Re: x"},
                  {"to": "a@client.example, spy@evil.example", "subject": "Re: x"}):
@@ -345,3 +347,73 @@ def test_a_long_list_counts_only_so_far_and_says_so(client, app, auth):
     second = BeautifulSoup(client.get("/mails?page=2").get_data(as_text=True), "html.parser")
     assert "全5件（3〜4件目）" in second.get_text()
     assert _rows(client.get("/mails?page=3")) == ["連絡0"]
+
+
+def _fake_smtp(monkeypatch) -> FakeSmtp:
+    """Send through a fake SMTP server (and accept the Sent copy) instead of the link's unreachable one."""
+    smtp = FakeSmtp()
+    monkeypatch.setattr(sending, "send_environment", lambda config: environment(smtp, FakeImap()))
+    return smtp
+
+
+def test_reply_page_title_is_text_and_the_script_loads_once(client, auth):
+    """Issue 10 hole 16: no <script> inside the title block, so neither the tab nor the breadcrumb shows a tag."""
+    account, owner = make_account()
+    enable_email(account, owner)
+    make_link(owner)
+    message = make_message(account, [make_customer(account)], subject="お見積りの件")
+    auth.login_member(owner)
+    soup = BeautifulSoup(client.get(f"/mails/{message.id}/reply").get_data(as_text=True), "html.parser")
+    assert soup.title.get_text() == "返信: お見積りの件 | メール連携ポータル"
+    assert soup.title.find("script") is None
+    assert len(soup.select('script[src*="send-once.js"]')) == 1
+
+
+def test_subject_that_only_mentions_escapes_is_sent(client, auth, monkeypatch):
+    """Issue 10 hole 16: `\\n`, `%0a` and `=0A` written as text are not line breaks; the subject goes out as typed."""
+    account, owner = make_account()
+    enable_email(account, owner)
+    make_link(owner)
+    message = make_message(account, [make_customer(account)])
+    smtp = _fake_smtp(monkeypatch)
+    auth.login_member(owner)
+    subject = r"Re: C:\new フォルダ 100%0a =0A"
+    response = client.post(f"/mails/{message.id}/reply", data={
+        "to": "a@client.example", "subject": subject, "body": "本文", "action": "send"})
+    assert response.status_code == 302
+    assert decode_header_value(smtp.sent[0]["Subject"]) == subject
+    assert db.session.scalar(select(MailMessage.subject).where(MailMessage.direction == Direction.SENT)) == subject
+
+
+@pytest.mark.parametrize("original,expected", [
+    ("Meeting Tomorrow", "Re: Meeting Tomorrow"),
+    ("[重要] ＡＢＣ株式会社（株）の件", "Re: [重要] ＡＢＣ株式会社（株）の件"),
+    ("Fwd: 資料", "Re: Fwd: 資料"),
+    ("RE: お見積り", "RE: お見積り"),
+    ("re: お見積り", "re: お見積り"),
+    ("返信: ご相談", "返信: ご相談"),
+])
+def test_reply_subject_is_re_plus_the_subject_as_written(client, auth, original, expected):
+    """Issue 10 hole 17: the customer sees their own subject; only a leading Re:/RE:/返信: is not doubled."""
+    account, owner = make_account()
+    enable_email(account, owner)
+    make_link(owner)
+    message = make_message(account, [make_customer(account)], subject=original)
+    auth.login_member(owner)
+    soup = BeautifulSoup(client.get(f"/mails/{message.id}/reply").get_data(as_text=True), "html.parser")
+    assert soup.select_one("#subject")["value"] == expected
+
+
+def test_a_reply_stays_in_its_thread_whatever_its_subject(client, auth, monkeypatch):
+    """Issue 10 hole 17: the threading key is not the subject line: a reply keeps the original's thread."""
+    account, owner = make_account()
+    enable_email(account, owner)
+    make_link(owner)
+    message = make_message(account, [make_customer(account)], subject="Meeting Tomorrow")
+    _fake_smtp(monkeypatch)
+    auth.login_member(owner)
+    assert client.post(f"/mails/{message.id}/reply", data={
+        "to": "a@client.example", "subject": "Re: Meeting Tomorrow", "body": "本文", "action": "send"}
+    ).status_code == 302
+    reply = db.session.scalar(select(MailMessage).where(MailMessage.direction == Direction.SENT))
+    assert reply.subject == "Re: Meeting Tomorrow" and reply.thread_id == message.thread_id
