@@ -8,6 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from portal import passwords
 from portal.config import load_settings
 from portal.extensions import csrf, db, limiter, login_manager, migrate
+from portal.mailsync.network import parse_networks
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -19,6 +20,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.config.update(config)
     app.json.ensure_ascii = False  # audit details show Japanese as written
     passwords.configure(app.config["ARGON2_TIME_COST"], app.config["ARGON2_MEMORY_COST"])
+    check_allowed_networks(app)
     trust_proxies(app)
     register_extensions(app)
     register_blueprints(app)
@@ -27,6 +29,14 @@ def create_app(config: dict | None = None) -> Flask:
     errors.init_app(app)
     cli.init_app(app)
     return app
+
+
+def check_allowed_networks(app: Flask) -> None:
+    """Stop at start on a MAIL_ALLOWED_NETWORKS entry that is not a network, instead of leaving it closed."""
+    try:
+        parse_networks(app.config.get("MAIL_ALLOWED_NETWORKS"))
+    except ValueError as error:
+        raise RuntimeError(f"MAIL_ALLOWED_NETWORKS: {error}") from None
 
 
 def trust_proxies(app: Flask) -> None:

@@ -41,6 +41,12 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "MAIL_CA_FILE": environ.get("MAIL_CA_FILE") or None,
         "MAIL_EXTRA_PORTS": [int(p) for p in environ.get("MAIL_EXTRA_PORTS", "").split(",") if p.strip()],
         "MAIL_TIMEOUT_SECONDS": float(environ.get("MAIL_TIMEOUT_SECONDS", "15")),
+        # Link checks, 再認証 and the OAuth2 sign-in answer a waiting member: a dead host fails fast.
+        "MAIL_CHECK_TIMEOUT_SECONDS": float(environ.get("MAIL_CHECK_TIMEOUT_SECONDS", "8")),
+        # Loopback, link-local and unspecified addresses are refused unless opened here (CIDRs, comma-separated).
+        "MAIL_ALLOWED_NETWORKS": environ.get("MAIL_ALLOWED_NETWORKS", ""),
+        # Link and re-authentication attempts per member (each logs in to a mail server with what was typed).
+        "MAIL_LINK_RATE_LIMIT": environ.get("MAIL_LINK_RATE_LIMIT", "10 per 10 minutes;40 per day"),
         "SYNC_INTERVAL_SECONDS": int(environ.get("SYNC_INTERVAL_SECONDS", "180")),
         "SYNC_WORKERS": int(environ.get("SYNC_WORKERS", "4")),
         "SYNC_BATCH_SIZE": int(environ.get("SYNC_BATCH_SIZE", "200")),

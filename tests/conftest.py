@@ -12,7 +12,7 @@ os.environ.setdefault("PORTAL_INSTANCE_PATH", tempfile.mkdtemp(prefix="portal-te
 from portal import create_app  # noqa: E402
 from portal.config import normalise_database_url  # noqa: E402
 from portal.extensions import db, limiter  # noqa: E402
-from tests.factories import PASSWORD, TEST_KEY  # noqa: E402
+from tests.factories import LOOPBACK_NETWORKS, PASSWORD, TEST_KEY  # noqa: E402
 
 # The mail-server fixtures serve the integration and browser tests alike.
 pytest_plugins = ["tests.integration.fixtures"]
@@ -24,7 +24,7 @@ def base_config(database_url: str, **overrides) -> dict:
     """Test settings: fast password hashing, generous login limit, CSRF off unless asked."""
     config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, "WTF_CSRF_ENABLED": False,
               "LOGIN_RATE_LIMIT": "1000 per minute", "SERVER_NAME": None, "MAILBOX_ENCRYPTION_KEY": TEST_KEY,
-              **FAST_HASHING}
+              "MAIL_ALLOWED_NETWORKS": LOOPBACK_NETWORKS, **FAST_HASHING}
     config.update(overrides)
     return config
 

@@ -14,6 +14,8 @@ from portal.settings.services import create_account
 from portal.users.services import add_member
 
 PASSWORD = "correct-horse-battery"
+# The test servers (Dovecot, aiosmtpd, the OIDC provider) listen on loopback, which the portal refuses by default.
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
 _serial = count(1)
 
 

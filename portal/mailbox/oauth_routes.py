@@ -6,7 +6,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 
 from portal.extensions import db
 from portal.features.services import FeatureOff, is_enabled
-from portal.mailbox import oauth, services
+from portal.mailbox import checks, oauth, services
 from portal.mailbox.credentials import secret_box
 from portal.mailsync.connection import MailboxError
 from portal.models import LinkState, MailboxPreset, utcnow
@@ -102,27 +102,29 @@ def callback():
                                                 pending["nonce"])
     except OAuthError as error:
         return refused(error.message, 502 if error.code == "provider_unavailable" else 400)
-    policy = services.connection_policy(current_app.config)
+    policy = services.connection_policy(current_app.config, interactive=True)
+    verifier = checks.checked_verifier(membership.id)
     try:
         if pending.get("link_id"):
             link = services.live_link(db.session, membership.id)
             if link is None or link.id != pending["link_id"]:
                 return refused("連携が見つかりません。メールボックス連携の画面からやり直してください。")
-            oauth.reauthorize_oauth_link(db.session, link, identity, tokens, policy, box, utcnow())
+            oauth.reauthorize_oauth_link(db.session, link, identity, tokens, policy, box, utcnow(), verifier)
             flash("再度サインインしました。前回の続きからメールを取り込みます。", "success")
         else:
-            oauth.link_oauth_mailbox(db.session, membership, preset, identity, tokens, policy, box, utcnow())
+            oauth.link_oauth_mailbox(db.session, membership, preset, identity, tokens, policy, box, utcnow(),
+                                     verifier)
             flash("メールボックスを連携しました。これ以降に送受信したお客様とのメールが取り込まれます。", "success")
-    except (MailboxError, FeatureOff, oauth.AlreadyLinked, oauth.WrongAccount) as failure:
+    except (MailboxError, FeatureOff, oauth.AlreadyLinked, oauth.WrongAccount, checks.CheckRefused) as failure:
         db.session.rollback()
         _revoke_quietly(client, tokens.refresh_token)  # nothing is kept, at the provider either
-        return refused(_failure_message(failure))
+        return refused(_failure_message(failure), 429 if isinstance(failure, checks.CheckRefused) else 400)
     return redirect(url_for("mailbox.index"))
 
 
 def _failure_message(failure: Exception) -> str:
     """The member's words for a link that could not be completed."""
-    if isinstance(failure, MailboxError):
+    if isinstance(failure, (MailboxError, checks.CheckRefused)):
         return failure.message
     if isinstance(failure, FeatureOff):
         return "メール機能がオフのため、連携できません。"

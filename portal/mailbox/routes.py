@@ -4,7 +4,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from portal.background import run_sync
 from portal.extensions import db
 from portal.features.services import FeatureOff, is_enabled
-from portal.mailbox import services
+from portal.mailbox import checks, services
 from portal.mailbox.credentials import secret_box
 from portal.mailbox.forms import LinkForm, ReauthForm
 from portal.mailbox.oauth_routes import sign_in_label
@@ -63,18 +63,21 @@ def index():
     if chosen is not None and chosen.uses_oauth:  # the sign-in flow starts from this form too (307 keeps the POST)
         return redirect(url_for("mailbox_oauth.start"), code=307)
     form.offer_plaintext(current_app.config["MAIL_ALLOW_PLAINTEXT"])
+    status = 200
     if request.method == "GET":
         form.email.data = form.imap_username.data = membership.user.email
         form.imap_port.data, form.smtp_port.data = 993, 587
         form.imap_security.data, form.smtp_security.data = "ssl", "starttls"
-    elif _link(form, membership):
-        flash("メールボックスを連携しました。これ以降に送受信したお客様とのメールが取り込まれます。", "success")
-        return redirect(url_for("mailbox.index"))
+    else:
+        status = _link(form, membership)
+        if status is None:
+            flash("メールボックスを連携しました。これ以降に送受信したお客様とのメールが取り込まれます。", "success")
+            return redirect(url_for("mailbox.index"))
     return render_template("mailbox/form.html", form=form, reason_labels=services.UNLINK_REASON_LABELS,
                            oauth_presets=[preset for preset in presets if preset.uses_oauth],
                            sign_in_label=sign_in_label,
                            previous=services.latest_unlinked(db.session, membership.id)), \
-        422 if request.method == "POST" else 200
+        status
 
 
 def _status_page(link, reauth_form: ReauthForm) -> str:
@@ -84,29 +87,32 @@ def _status_page(link, reauth_form: ReauthForm) -> str:
                            exclusion_labels=EXCLUSION_LABELS, reauth_form=reauth_form)
 
 
-def _link(form: LinkForm, membership) -> bool:
-    """Validate, apply the chosen preset, and link; failures become form errors."""
+def _link(form: LinkForm, membership) -> int | None:
+    """Validate, apply the chosen preset, and link; failures become form errors and their status (None: linked)."""
     preset = _chosen_preset(form)
     if preset is not None:
         form.apply_preset(preset)
-    policy = services.connection_policy(current_app.config)
+    policy = services.connection_policy(current_app.config, interactive=True)
     valid = form.validate() & form.check_server_fields(policy)
     if form.preset_id.data and preset is None:
         form.preset_id.errors.append("推奨設定を選び直してください。")
         valid = False
     if not valid:
-        return False
+        return 422
     try:
         services.link_mailbox(db.session, membership, _link_request(form, preset.id if preset else None), policy,
-                              secret_box(current_app.config), utcnow())
-        return True
+                              secret_box(current_app.config), utcnow(), checks.checked_verifier(membership.id))
+        return None
+    except checks.CheckRefused as refused:
+        form.form_errors.append(refused.message)
+        return 429
     except MailboxError as error:
         form.form_errors.append(error.message)
     except FeatureOff:
         form.form_errors.append("メール機能がオフのため、連携できません。")
     except services.AlreadyLinked:
         form.form_errors.append("すでにメールボックスを連携しています。")
-    return False
+    return 422
 
 
 @bp.post("/reauth")
@@ -124,8 +130,11 @@ def reauth():
     if form.validate_on_submit():
         try:
             services.reauthenticate(db.session, link, form.imap_password.data, form.smtp_password.data,
-                                    services.connection_policy(current_app.config),
-                                    secret_box(current_app.config), utcnow())
+                                    services.connection_policy(current_app.config, interactive=True),
+                                    secret_box(current_app.config), utcnow(), checks.checked_verifier(membership.id))
+        except checks.CheckRefused as refused:
+            form.form_errors.append(refused.message)
+            return _status_page(link, form), 429
         except MailboxError as error:
             form.form_errors.append(error.message)
         else:

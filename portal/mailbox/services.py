@@ -12,6 +12,7 @@ from portal.features.services import FeatureOff, is_enabled
 from portal.mailbox import oauth
 from portal.mailbox.credentials import link_passwords, password_context
 from portal.mailsync.connection import ConnectionPolicy, MailboxError, ServerSettings
+from portal.mailsync.network import parse_networks
 from portal.mailsync.verify import FolderSnapshot, verify_mailbox
 from portal.models import (EMAIL_FEATURE, ImportLogEntry, LinkState, MailboxFolder, MailboxLink, MailboxPreset, Membership,
                            UnlinkReason)
@@ -49,12 +50,15 @@ class LinkRequest:
     preset_id: int | None = None
 
 
-def connection_policy(config: Mapping) -> ConnectionPolicy:
-    """The operator's connection rules from the app settings."""
+def connection_policy(config: Mapping, interactive: bool = False) -> ConnectionPolicy:
+    """The operator's connection rules from the app settings; interactive checks (a member waiting) time out sooner."""
+    timeout = float(config.get("MAIL_TIMEOUT_SECONDS", 15))
+    if interactive:
+        timeout = min(timeout, float(config.get("MAIL_CHECK_TIMEOUT_SECONDS", 8)))
     return ConnectionPolicy(allow_plaintext=bool(config.get("MAIL_ALLOW_PLAINTEXT")),
                             ca_file=config.get("MAIL_CA_FILE"),
                             extra_ports=tuple(config.get("MAIL_EXTRA_PORTS") or ()),
-                            timeout=float(config.get("MAIL_TIMEOUT_SECONDS", 15)))
+                            timeout=timeout, allowed_networks=parse_networks(config.get("MAIL_ALLOWED_NETWORKS")))
 
 
 def live_link(session: Session, membership_id: int) -> MailboxLink | None:

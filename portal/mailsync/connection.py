@@ -10,6 +10,7 @@ from functools import cached_property
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
+from portal.mailsync import network
 from portal.models.mailbox import Security
 
 STANDARD_MAIL_PORTS = (993, 143, 465, 587, 25)
@@ -34,12 +35,14 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class ConnectionPolicy:
-    """The operator's rules: TLS only unless plaintext is allowed, mail ports only, a CA to trust, timeouts."""
+    """The operator's rules: TLS only unless plaintext is allowed, mail ports only, no guarded networks unless
+    opened (MAIL_ALLOWED_NETWORKS), a CA to trust, timeouts."""
 
     allow_plaintext: bool = False
     ca_file: str | None = None
     extra_ports: tuple[int, ...] = ()
     timeout: float = 15.0
+    allowed_networks: tuple = ()
 
     @property
     def allowed_ports(self) -> set[int]:
@@ -85,6 +88,22 @@ def network_error(protocol: str, error: BaseException) -> MailboxError:
                                           "ホスト名・ポート番号を確認し、サーバーが起動しているか確かめてください。")
 
 
+def address_refused(protocol: str) -> MailboxError:
+    """The host name points at loopback, link-local or the like; said before any connection, whatever the port."""
+    return MailboxError("address_refused", f"{protocol}サーバーのホスト名が、接続できないアドレス（このサーバー自身・"
+                                           "リンクローカルなど）を指しています。メールサーバーのホスト名を確認してください。")
+
+
+def checked_addresses(protocol: str, settings: ServerSettings, policy: ConnectionPolicy) -> list[tuple]:
+    """Resolve the host once and keep the addresses the operator's networks allow (MailboxError otherwise)."""
+    try:
+        return network.resolve(settings.host, settings.port, policy.allowed_networks)
+    except network.AddressRefused as error:
+        raise address_refused(protocol) from error
+    except (OSError, UnicodeError) as error:  # gaierror, or a name IDNA cannot encode
+        raise network_error(protocol, error if isinstance(error, OSError) else socket.gaierror()) from error
+
+
 def server_error(error: BaseException) -> MailboxError:
     """Translate a failure in the middle of a pass (a dropped or broken IMAP session) into the member's words."""
     if isinstance(error, TimeoutError) or "timed out" in str(error):
@@ -104,9 +123,11 @@ def check_policy(protocol: str, settings: ServerSettings, policy: ConnectionPoli
 def open_imap(settings: ServerSettings, policy: ConnectionPolicy) -> IMAPClient:
     """Connect and log in to IMAP; raises MailboxError with the member's message."""
     check_policy("IMAP", settings, policy)
+    addresses = checked_addresses("IMAP", settings, policy)
     try:
-        client = IMAPClient(settings.host, port=settings.port, ssl=settings.security == Security.SSL,
-                            ssl_context=policy.ssl_context(), timeout=policy.timeout)
+        client = network.PinnedIMAPClient(settings.host, addresses, port=settings.port,
+                                          ssl=settings.security == Security.SSL, ssl_context=policy.ssl_context(),
+                                          timeout=policy.timeout)
     except IMAPClient.Error as error:
         raise MailboxError("not_imap", "このサーバー・ポートではIMAPが提供されていません。ポート番号を確認してください。") from error
     except (OSError, ssl.SSLError) as error:
@@ -161,12 +182,13 @@ def login_unavailable() -> MailboxError:
 def open_smtp(settings: ServerSettings, policy: ConnectionPolicy) -> smtplib.SMTP:
     """Connect and log in to SMTP; raises MailboxError with the member's message."""
     check_policy("SMTP", settings, policy)
+    addresses = checked_addresses("SMTP", settings, policy)
     try:
         if settings.security == Security.SSL:
-            smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=policy.timeout,
-                                    context=policy.ssl_context())
+            smtp = network.PinnedSMTPSSL(settings.host, settings.port, addresses, timeout=policy.timeout,
+                                         context=policy.ssl_context())
         else:
-            smtp = smtplib.SMTP(settings.host, settings.port, timeout=policy.timeout)
+            smtp = network.PinnedSMTP(settings.host, settings.port, addresses, timeout=policy.timeout)
     except smtplib.SMTPException as error:
         raise MailboxError("smtp_rejected", "SMTPサーバーが接続を受け付けません。ポート番号を確認してください。") from error
     except (OSError, ssl.SSLError) as error:

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from authlib.integrations.base_client.errors import OAuthError as AuthlibOAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oidc.core import CodeIDToken
@@ -21,13 +25,12 @@ from joserfc.errors import JoseError as JoserfcError
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
+from portal.mailsync import network
+from portal.mailsync.network import parse_networks  # noqa: F401 - the presets' and tests' entry point
 from portal.oauth.providers import OAuthProvider, ProviderApp
 
 METADATA_TTL_SECONDS = 3600
 MICROSOFT_ISSUER = "https://login.microsoftonline.com/{tid}/v2.0"
-# Loopback, link-local and unspecified addresses are refused unless the operator opens them, as for mail hosts.
-GUARDED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "::/128"))
 
 
 class OAuthError(Exception):
@@ -61,14 +64,6 @@ class UrlPolicy:
     timeout: float = 15.0
 
 
-def parse_networks(value) -> tuple:
-    """MAIL_ALLOWED_NETWORKS as ip_network objects (a comma-separated string or a list of CIDRs)."""
-    if not value:
-        return ()
-    items = value.split(",") if isinstance(value, str) else value
-    return tuple(ipaddress.ip_network(str(item).strip(), strict=False) for item in items if str(item).strip())
-
-
 def address_opened(address: str, allowed_networks: tuple) -> bool:
     """True when the address is in one of the networks the operator opened."""
     ip = ipaddress.ip_address(address)
@@ -89,11 +84,43 @@ def check_url(url: str, policy: UrlPolicy, what: str = "認証サーバーのURL
     opened = all(address_opened(a.split("%")[0], policy.allowed_networks) for a in addresses)
     if parts.scheme == "http" and not (policy.allow_plaintext and opened):
         raise refused
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if any(ip.version == net.version and ip in net for net in GUARDED_NETWORKS) and \
-                not address_opened(str(ip), policy.allowed_networks):
-            raise OAuthError("url_refused", f"{what}のアドレスには接続できません。")
+    # Loopback, link-local and unspecified addresses are refused unless the operator opens them, as for mail hosts.
+    if not all(network.is_allowed(address, policy.allowed_networks) for address in addresses):
+        raise OAuthError("url_refused", f"{what}のアドレスには接続できません。")
+
+
+class _CheckedAddressConnection:
+    """urllib3 connection mixin: connect to the address checked under the operator's networks, resolved once.
+
+    check_url looked the name up before; without this, urllib3 would look it up again when connecting, and a name
+    that changes its answer in between (DNS rebinding) would reach a guarded address. TLS still checks the name.
+    """
+
+    allowed_networks: tuple = ()
+
+    def _new_conn(self):
+        try:
+            return network.open_socket(self._dns_host, self.port, self.allowed_networks, self.timeout)
+        except network.AddressRefused as error:
+            raise NewConnectionError(self, "the address is in a network the portal may not connect to") from error
+        except socket.gaierror as error:
+            raise NameResolutionError(self.host, self, error) from error
+        except TimeoutError as error:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out.") from error
+        except OSError as error:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
+
+
+def checked_address_adapter(allowed_networks: tuple) -> HTTPAdapter:
+    """A requests adapter whose connections go only to addresses the operator's networks allow."""
+    attributes = {"allowed_networks": tuple(allowed_networks)}
+    http_connection = type("CheckedHTTPConnection", (_CheckedAddressConnection, HTTPConnection), attributes)
+    https_connection = type("CheckedHTTPSConnection", (_CheckedAddressConnection, HTTPSConnection), attributes)
+    adapter = HTTPAdapter(max_retries=0)
+    adapter.poolmanager.pool_classes_by_scheme = {
+        "http": type("CheckedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http_connection}),
+        "https": type("CheckedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https_connection})}
+    return adapter
 
 
 @dataclass(frozen=True)
@@ -219,7 +246,14 @@ class ProviderClient:
         http = requests.Session()
         http.max_redirects = 0
         http.trust_env = False
+        self._pin(http)
         return http
+
+    def _pin(self, http: requests.Session) -> None:
+        """Connect only to checked addresses, resolved once per connection."""
+        adapter = checked_address_adapter(self.policy.allowed_networks)
+        http.mount("https://", adapter)
+        http.mount("http://", adapter)
 
     def _session(self, **kwargs) -> OAuth2Session:
         """Authlib's client for this application."""
@@ -228,6 +262,7 @@ class ProviderClient:
                                 timeout=self.policy.timeout, **kwargs)
         session.max_redirects = 0
         session.trust_env = False
+        self._pin(session)
         for hook in ("access_token_response", "refresh_token_response"):
             session.register_compliance_hook(hook, _raise_on_server_error)
         return session

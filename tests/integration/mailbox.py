@@ -8,11 +8,12 @@ from portal.extensions import db
 from portal.mailbox.credentials import StoredPasswords
 from portal.mailbox.services import LinkRequest, link_mailbox
 from portal.mailsync.connection import ConnectionPolicy, ServerSettings
+from portal.mailsync.network import parse_networks
 from portal.mailsync.engine import EngineConfig, sync_link
 from portal.mailsync.runner import connector
 from portal.models import Security, utcnow
 from portal.secretbox import SecretBox
-from tests.factories import TEST_KEY
+from tests.factories import LOOPBACK_NETWORKS, TEST_KEY
 
 CUSTOMER = "yamada@client.example"
 
@@ -34,7 +35,8 @@ class Mailbox:
 
     def __init__(self, dovecot, pki, user, member, smtp):
         self.dovecot, self.user, self.member = dovecot, user, member
-        self.policy = ConnectionPolicy(ca_file=str(pki.ca_file), extra_ports=(dovecot.imaps_port, smtp.port))
+        self.policy = ConnectionPolicy(ca_file=str(pki.ca_file), extra_ports=(dovecot.imaps_port, smtp.port),
+                                       allowed_networks=parse_networks(LOOPBACK_NETWORKS))
         smtp.add_user(user.email, user.password)
         imap = ServerSettings("127.0.0.1", dovecot.imaps_port, Security.SSL, user.email, user.password)
         smtp_settings = ServerSettings("127.0.0.1", smtp.port, Security.SSL, user.email, user.password)

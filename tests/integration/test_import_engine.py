@@ -192,7 +192,8 @@ def test_server_unreachable_then_back_imports_what_arrived(mailbox):
     real_port = mailbox.link.imap_port
     mailbox.link.imap_port = 1  # nothing listens there
     db.session.commit()
-    policy = ConnectionPolicy(ca_file=mailbox.policy.ca_file, extra_ports=(1,) + mailbox.policy.extra_ports)
+    policy = ConnectionPolicy(ca_file=mailbox.policy.ca_file, extra_ports=(1,) + mailbox.policy.extra_ports,
+                              allowed_networks=mailbox.policy.allowed_networks)
     result = mailbox.sync(connect=connector(StoredPasswords(SecretBox(TEST_KEY)), policy))
     db.session.refresh(mailbox.link)
     assert result.state == LinkState.ERROR and mailbox.link.next_attempt_at > utcnow()

@@ -196,3 +196,59 @@ def test_link_from_a_preset(portal, dovecot, mail_user, smtp_ssl):
     response = client.post("/settings/mailbox", data=data)
     assert response.status_code == 302, response.get_data(as_text=True)
     assert links(app)[0].imap_port == dovecot.imaps_port
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1", "0x7f.1", "2130706433", "::1", "::ffff:127.0.0.1",
+                                  "localhost", "169.254.169.254", "0.0.0.0", "fe80::1"])
+def test_loopback_and_link_local_hosts_are_refused_by_default(portal, dovecot, mail_user, smtp_ssl, host):
+    """Without MAIL_ALLOWED_NETWORKS the portal's own loopback (and link-local, 0.0.0.0) is never dialled."""
+    app, client = portal(dovecot.imaps_port, smtp_ssl.port, MAIL_ALLOWED_NETWORKS="")
+    response = client.post("/settings/mailbox", data=form(mail_user, dovecot.imaps_port, smtp_ssl.port,
+                                                          imap_host=host))
+    assert_refused(app, response, "IMAPサーバーのホスト名が、接続できないアドレス")
+
+
+def test_the_smtp_host_is_checked_too(portal, dovecot, mail_user, smtp_ssl):
+    """A good IMAP server does not carry a loopback SMTP host through."""
+    smtp_ssl.add_user(mail_user.email, mail_user.password)
+    app, client = portal(dovecot.imaps_port, smtp_ssl.port, MAIL_ALLOWED_NETWORKS="127.0.0.1/32")
+    response = client.post("/settings/mailbox", data=form(mail_user, dovecot.imaps_port, smtp_ssl.port,
+                                                          smtp_host="127.0.0.2"))
+    assert_refused(app, response, "SMTPサーバーのホスト名が、接続できないアドレス")
+
+
+def test_tls_checks_the_host_name_not_the_address(portal, dovecot, mail_user, smtp_ssl, monkeypatch):
+    """The connection goes to the resolved address, and the certificate is checked against the name typed."""
+    smtp_ssl.add_user(mail_user.email, mail_user.password)
+    app, client = portal(dovecot.imaps_port, smtp_ssl.port)
+    real_lookup = socket.getaddrinfo
+
+    def lookup(host, *args, **kwargs):  # a name the certificate does not carry, on the same server
+        return real_lookup("127.0.0.1" if host == "imap.elsewhere.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    response = client.post("/settings/mailbox", data=form(mail_user, dovecot.imaps_port, smtp_ssl.port,
+                                                          imap_host="imap.elsewhere.example"))
+    assert_refused(app, response, "IMAPサーバーのTLS証明書を確認できません。")
+    response = client.post("/settings/mailbox", data=form(mail_user, dovecot.imaps_port, smtp_ssl.port,
+                                                          imap_host="localhost", smtp_host="localhost"))
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert [(link.imap_host, link.state) for link in links(app)] == [("localhost", LinkState.ACTIVE)]
+
+
+def test_link_attempts_are_rate_limited_per_member(portal, dovecot, mail_user, smtp_ssl):
+    """A member guessing passwords through the portal is stopped with a 429; another member is not."""
+    app, client = portal(dovecot.imaps_port, smtp_ssl.port, MAIL_LINK_RATE_LIMIT="3 per hour")
+    wrong = form(mail_user, dovecot.imaps_port, smtp_ssl.port, imap_password="guess")
+    statuses = [client.post("/settings/mailbox", data=wrong).status_code for _ in range(4)]
+    assert statuses == [422, 422, 422, 429]
+    page = client.post("/settings/mailbox", data=form(mail_user, dovecot.imaps_port, smtp_ssl.port))
+    assert page.status_code == 429 and "しばらく受け付けを止めています" in page.get_data(as_text=True)
+    assert links(app) == []
+    with app.app_context():
+        account, owner = make_account()
+        enable_email(account, owner)
+        email = owner.user.email
+    other = app.test_client()
+    other.post("/login", data={"email": email, "password": PASSWORD})
+    assert other.post("/settings/mailbox", data=wrong).status_code == 422

@@ -117,6 +117,32 @@ def test_provider_urls_need_https_unless_plaintext_is_allowed_for_an_opened_netw
         check_url(f"https://user:pw@{provider.host}:{provider.port}/", LOOPBACK_OPEN)
 
 
+def test_provider_requests_connect_only_to_checked_addresses(provider, monkeypatch):
+    """A provider name that passes check_url and then resolves to a closed network (DNS rebinding) is not reached."""
+    import socket
+    from portal.mailsync.network import AddressRefused
+    real_lookup, lookups = socket.getaddrinfo, []
+
+    def rebinding(host, *args, **kwargs):
+        if host == "idp.rebind.example":
+            lookups.append(host)
+            host = provider.host if len(lookups) == 1 else "127.0.0.2"
+        return real_lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    opened_one = UrlPolicy(allow_plaintext=True, allowed_networks=parse_networks(f"{provider.host}/32"), timeout=5)
+    app = provider_app(OAuthProvider.OIDC, client_id="id", client_secret="secret", tenant=None, environ={},
+                       discovery_url=provider.discovery_url.replace(provider.host, "idp.rebind.example"),
+                       extra_scopes=MAIL_SCOPE)
+    with pytest.raises(OAuthError) as caught:
+        ProviderClient(app, opened_one).metadata()
+    assert caught.value.code == "provider_unavailable" and len(lookups) == 2
+    cause = caught.value.__cause__
+    while cause is not None and not isinstance(cause, AddressRefused):
+        cause = cause.__cause__ or cause.__context__
+    assert isinstance(cause, AddressRefused)
+
+
 def _settings(host, port, security, email, token):
     """XOAUTH2 settings."""
     return ServerSettings(host, port, security, email, token, xoauth2=True)
@@ -126,7 +152,7 @@ def test_xoauth2_login_on_imap_and_smtp_and_refusals(provider, registered, oauth
     """A live token logs in to IMAP and submission; a revoked one is imap_token / smtp_token, not a hang."""
     client, _ = registered
     policy = ConnectionPolicy(ca_file=str(oauth_dovecot.ca_file), extra_ports=(
-        oauth_dovecot.imaps_port, oauth_dovecot.submission_port), timeout=10)
+        oauth_dovecot.imaps_port, oauth_dovecot.submission_port), timeout=10, allowed_networks=LOOPBACK_OPEN.allowed_networks)
     token = provider.issue_token_directly(client, oauth_mail_user.email)
     imap = _settings(oauth_dovecot.host, oauth_dovecot.imaps_port, Security.SSL, oauth_mail_user.email,
                      token.access_token)
@@ -149,7 +175,8 @@ def test_a_token_for_another_mailbox_is_refused(provider, registered, oauth_dove
     other = f"other{secrets.token_hex(4)}@example.jp"
     provider.add_user(other)
     token = provider.issue_token_directly(client, other)
-    policy = ConnectionPolicy(ca_file=str(oauth_dovecot.ca_file), extra_ports=(oauth_dovecot.imaps_port,))
+    policy = ConnectionPolicy(ca_file=str(oauth_dovecot.ca_file), extra_ports=(oauth_dovecot.imaps_port,),
+                              allowed_networks=LOOPBACK_OPEN.allowed_networks)
     with pytest.raises(MailboxError) as caught:
         open_imap(_settings(oauth_dovecot.host, oauth_dovecot.imaps_port, Security.SSL, oauth_mail_user.email,
                             token.access_token), policy)

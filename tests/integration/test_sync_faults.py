@@ -18,10 +18,11 @@ from portal.extensions import db
 from portal.mailbox.credentials import StoredPasswords
 from portal.mailsync.connection import ConnectionPolicy
 from portal.mailsync.engine import EngineConfig, sync_link
+from portal.mailsync.network import parse_networks
 from portal.mailsync.runner import connector, due_link_ids
 from portal.models import Customer, ImportLogEntry, LinkState, MailMessage, Security, utcnow
 from portal.secretbox import SecretBox
-from tests.factories import TEST_KEY, make_link
+from tests.factories import LOOPBACK_NETWORKS, TEST_KEY, make_link
 from tests.fakes import FakeImapServer
 from tests.integration.mailbox import CUSTOMER, Mailbox, mail
 
@@ -179,7 +180,7 @@ def sync_against(server: FakeImapServer, link):
     """One pass of the link against the fake server."""
     link.imap_host, link.imap_port, link.imap_security = "127.0.0.1", server.port, Security.NONE
     db.session.commit()
-    policy = ConnectionPolicy(allow_plaintext=True, extra_ports=(server.port,))
+    policy = ConnectionPolicy(allow_plaintext=True, extra_ports=(server.port,), allowed_networks=parse_networks(LOOPBACK_NETWORKS))
     return sync_link(db.session, link, connector(StoredPasswords(SecretBox(TEST_KEY)), policy), utcnow)
 
 

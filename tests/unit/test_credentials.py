@@ -8,6 +8,7 @@ from portal.mailbox.credentials import StoredPasswords
 from portal.mails.sending import Outgoing, SendEnvironment, SendFailed, send_mail
 from portal.mailsync.connection import ConnectionPolicy, MailboxError, ServerSettings, open_imap
 from portal.mailsync.engine import sync_link
+from portal.mailsync.network import parse_networks
 from portal.mailsync.runner import connector
 from portal.models import LinkState, MailMessage, Security, utcnow
 from portal.secretbox import SecretBox
@@ -146,8 +147,8 @@ def test_xoauth2_unavailable_is_temporary_not_a_refused_token(monkeypatch):
         def shutdown(self):
             """Dropped."""
 
-    monkeypatch.setattr("portal.mailsync.connection.IMAPClient", Unavailable)
+    monkeypatch.setattr("portal.mailsync.network.PinnedIMAPClient", Unavailable)
     settings = ServerSettings("127.0.0.1", 993, Security.SSL, "a@example.jp", "token", xoauth2=True)
     with pytest.raises(MailboxError) as raised:
-        open_imap(settings, ConnectionPolicy())
+        open_imap(settings, ConnectionPolicy(allowed_networks=parse_networks("127.0.0.0/8")))
     assert raised.value.code == "imap_unavailable" and "一時的" in raised.value.message

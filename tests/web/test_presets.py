@@ -244,7 +244,7 @@ def test_http_discovery_url_only_for_an_opened_local_test_server(make_app):
     preset = stored(app)
     assert (preset.oauth_discovery_url, preset.oauth_scopes, preset.oauth_tenant) == (
         "http://127.0.0.1:8080/.well-known/x", "mail.imap", None)
-    closed = make_app(MAIL_ALLOW_PLAINTEXT=True)  # loopback not opened
+    closed = make_app(MAIL_ALLOW_PLAINTEXT=True, MAIL_ALLOWED_NETWORKS="")  # loopback not opened
     with closed.app_context():
         account, owner = make_account()
         enable_email(account, owner)
