@@ -82,6 +82,7 @@ def register_blueprints(app: Flask) -> None:
 def register_template_helpers(app: Flask) -> None:
     """Expose the policy and the current membership to every template."""
     from portal.forms import SECURITY_LABELS
+    from portal.mailbox.services import link_needing_action
     from portal.policy import ROLE_LABELS, Action, can
     from portal.web import current_membership
 
@@ -93,7 +94,7 @@ def register_template_helpers(app: Flask) -> None:
             return membership is not None and can(membership.role, Action(action_name))
 
         return {"current_membership": membership, "can": allowed, "ROLE_LABELS": ROLE_LABELS,
-                "SECURITY_LABELS": SECURITY_LABELS}
+                "SECURITY_LABELS": SECURITY_LABELS, "link_needing_action": link_needing_action(membership)}
 
     @app.template_filter("jst")
     def format_jst(value, fmt="%Y/%m/%d %H:%M"):
@@ -109,6 +110,26 @@ def register_template_helpers(app: Flask) -> None:
                 return f"{size:,} {unit}" if unit == "バイト" else f"{size:,.1f} {unit}"
             size /= 1024
         return f"{size:,.1f} TB"
+
+    @app.template_filter("ago")
+    def format_ago(value, now=None) -> str:
+        """How long ago a stored UTC time was, as people say it (たった今, 5分前, 3時間前, 2日前)."""
+        from portal.models import utcnow
+        seconds = int(((now or utcnow()) - value).total_seconds())
+        if seconds < 60:
+            return "たった今"
+        for unit_seconds, unit in ((86400, "日"), (3600, "時間"), (60, "分")):
+            if seconds >= unit_seconds:
+                return f"{seconds // unit_seconds}{unit}前"
+        return "たった今"
+
+    @app.template_filter("every")
+    def format_every(seconds: int) -> str:
+        """A repeat interval in seconds as people say it: 3分おき, 1時間おき, 30秒おき."""
+        for unit_seconds, unit in ((3600, "時間"), (60, "分")):
+            if seconds >= unit_seconds and seconds % unit_seconds == 0:
+                return f"{seconds // unit_seconds}{unit}おき"
+        return f"{seconds}秒おき"
 
     # Blueprints whose screens live under アカウント・機能設定 (menu highlight and breadcrumb).
     app.jinja_env.globals["SETTINGS_FAMILY"] = {"settings", "users", "features", "presets", "mailbox"}

@@ -4,7 +4,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from portal.extensions import db
 from portal.features import services
 from portal.features.forms import TurnOffForm, TurnOnForm
-from portal.models import utcnow
+from portal.models import EMAIL_FEATURE, utcnow
 from portal.policy import Action
 from portal.web import current_membership, permission_required
 
@@ -17,9 +17,10 @@ def index():
     """Each optional feature with オン/オフ, the billing history and the stored mail volume."""
     account_id = current_membership().account_id
     states = {feature: services.is_enabled(db.session, account_id, feature) for feature in services.FEATURE_LABELS}
+    setup = services.mail_setup_progress(db.session, account_id) if states[EMAIL_FEATURE] else None
     return render_template("features/index.html", states=states, labels=services.FEATURE_LABELS,
                            history=services.billing_history(db.session, account_id),
-                           volume=services.stored_mail_volume(db.session, account_id))
+                           volume=services.stored_mail_volume(db.session, account_id), setup=setup)
 
 
 @bp.route("/<feature>/<any(on, off):change>", methods=["GET", "POST"])

@@ -6,7 +6,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import audit
-from portal.models import EMAIL_FEATURE, Account, BillingEvent, FeatureContract, MailMessage, Membership, UnlinkReason
+from portal.models import (EMAIL_FEATURE, Account, BillingEvent, FeatureContract, LinkState, MailboxLink, MailboxPreset,
+                           MailMessage, Membership, MembershipState, UnlinkReason)
 
 FEATURE_LABELS = {EMAIL_FEATURE: "メール"}
 
@@ -21,6 +22,31 @@ class MailVolume:
 
     bytes: int
     messages: int
+
+
+@dataclass(frozen=True)
+class MailSetupProgress:
+    """How far an account is with the steps after turning メール on: presets, then each member links."""
+
+    presets: int
+    linked_members: int
+    active_members: int
+
+    @property
+    def done(self) -> bool:
+        """Every active member has a live link."""
+        return self.linked_members >= self.active_members
+
+
+def mail_setup_progress(session: Session, account_id: int) -> MailSetupProgress:
+    """Counts for the next-steps panel shown once メール is on."""
+    presets = session.scalar(select(func.count(MailboxPreset.id)).where(MailboxPreset.account_id == account_id))
+    active = session.scalar(select(func.count(Membership.id)).where(Membership.account_id == account_id,
+                                                                    Membership.state == MembershipState.ACTIVE))
+    linked = session.scalar(select(func.count(MailboxLink.id)).join(Membership, Membership.id == MailboxLink.membership_id)
+                            .where(MailboxLink.account_id == account_id, MailboxLink.state != LinkState.UNLINKED,
+                                   Membership.state == MembershipState.ACTIVE))
+    return MailSetupProgress(presets=presets or 0, linked_members=linked or 0, active_members=active or 0)
 
 
 def is_enabled(session: Session, account_id: int, feature: str = EMAIL_FEATURE) -> bool:

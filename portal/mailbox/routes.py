@@ -1,4 +1,6 @@
 """メールボックス連携: link one's own mailbox after a real check, see its state, unlink it."""
+from datetime import timedelta
+
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from portal.background import run_sync
@@ -10,12 +12,14 @@ from portal.mailbox.forms import LinkForm, ReauthForm
 from portal.mailbox.oauth_routes import sign_in_label
 from portal.mailsync.connection import MailboxError, ServerSettings
 from portal.mailsync.rules import EXCLUSION_LABELS
-from portal.models import MailboxLink, MailboxPreset, Security, utcnow
+from portal.models import LinkState, MailboxLink, MailboxPreset, Security, utcnow
 from portal.policy import Action
 from portal.web import (authorize, current_membership, get_scoped_or_404, member_required, permission_required,
                         scoped)
 
 bp = Blueprint("mailbox", __name__, url_prefix="/settings/mailbox")
+
+NEEDS_REAUTH_BEFORE_SYNC = "要再認証のため同期できません。先にパスワードの入力（またはサインイン）をやり直してください。"
 
 
 def feature_off_page(title: str):
@@ -84,7 +88,8 @@ def _status_page(link, reauth_form: ReauthForm) -> str:
     """The linked mailbox's state, the re-authentication form when needed, and the import log."""
     return render_template("mailbox/status.html", link=link, state_labels=services.STATE_LABELS,
                            import_log=services.recent_import_log(db.session, link.id),
-                           exclusion_labels=EXCLUSION_LABELS, reauth_form=reauth_form)
+                           exclusion_labels=EXCLUSION_LABELS, reauth_form=reauth_form,
+                           next_sync_at=services.next_sync_at(link, sync_interval(), utcnow()))
 
 
 def _link(form: LinkForm, membership) -> int | None:
@@ -151,6 +156,9 @@ def sync_now():
     if link is None:
         flash("連携しているメールボックスはありません。", "info")
         return redirect(url_for("mailbox.index"))
+    if link.state == LinkState.REAUTH:  # a pass would only be refused again: re-authenticate first
+        flash(NEEDS_REAUTH_BEFORE_SYNC, "warning")
+        return redirect(url_for("mailbox.index"))
     [result] = run_sync(current_app._get_current_object(), [link.id])
     if result.error:
         flash(result.error, "danger")
@@ -159,12 +167,20 @@ def sync_now():
     return redirect(url_for("mailbox.index"))
 
 
+def sync_interval() -> timedelta:
+    """How often the scheduler imports new mail."""
+    return timedelta(seconds=current_app.config["SYNC_INTERVAL_SECONDS"])
+
+
 @bp.get("/links")
 @permission_required(Action.VIEW_ALL_LINKS)
 def links():
-    """Owner/admin: every member's link with its state, to find who needs to act."""
-    return render_template("mailbox/links.html", state_labels=services.STATE_LABELS,
-                           links=services.account_links(db.session, current_membership().account_id))
+    """Owner/admin: every member's link state and sync health, to find who needs to act."""
+    overview = services.member_link_overview(db.session, current_membership().account_id, sync_interval(),
+                                             utcnow())
+    return render_template("mailbox/links.html", overview=overview, state_labels=services.OVERVIEW_STATES,
+                           badges=services.STATE_BADGES, reason_labels=services.UNLINK_REASON_LABELS,
+                           recent_days=services.RECENT_DAYS, now=utcnow())
 
 
 @bp.get("/links/<int:link_id>")
@@ -175,7 +191,8 @@ def link_detail(link_id: int):
     authorize(Action.VIEW_ALL_LINKS)
     return render_template("mailbox/link_detail.html", link=link, state_labels=services.STATE_LABELS,
                            import_log=services.recent_import_log(db.session, link.id),
-                           exclusion_labels=EXCLUSION_LABELS)
+                           exclusion_labels=EXCLUSION_LABELS, reason_labels=services.UNLINK_REASON_LABELS,
+                           next_sync_at=services.next_sync_at(link, sync_interval(), utcnow()))
 
 
 @bp.route("/unlink", methods=["GET", "POST"])

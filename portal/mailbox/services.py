@@ -1,10 +1,10 @@
 """Mailbox link use cases: link after a real check, unlink (by the member or automatically), key rotation."""
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, Mapping
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, object_session
 
 from portal import audit
 from portal.auth.services import normalise_email
@@ -14,8 +14,8 @@ from portal.mailbox.credentials import link_passwords, password_context
 from portal.mailsync.connection import ConnectionPolicy, MailboxError, ServerSettings
 from portal.mailsync.network import parse_networks
 from portal.mailsync.verify import FolderSnapshot, verify_mailbox
-from portal.models import (EMAIL_FEATURE, ImportLogEntry, LinkState, MailboxFolder, MailboxLink, MailboxPreset, Membership,
-                           UnlinkReason)
+from portal.models import (EMAIL_FEATURE, ImportLogEntry, LinkState, MailboxFolder, MailboxLink, MailboxPreset,
+                           MailSource, Membership, MembershipState, UnlinkReason)
 from portal.secretbox import SecretBox
 
 Verifier = Callable[[ServerSettings, ServerSettings, ConnectionPolicy], list[FolderSnapshot]]
@@ -29,7 +29,16 @@ UNLINK_REASON_LABELS = {
     UnlinkReason.FEATURE_OFF: "メール機能がオフになったため、連携を解除しました",
 }
 STATE_LABELS = {LinkState.ACTIVE: "連携中", LinkState.ERROR: "エラー", LinkState.REAUTH: "要再認証",
-                LinkState.UNLINKED: "連携解除"}
+                LinkState.UNLINKED: "解除済み"}
+# The overview's states: a member's link state, or "none" for a member who never linked.
+NOT_LINKED = "none"
+OVERVIEW_STATES = {NOT_LINKED: "未連携", LinkState.ACTIVE.value: "連携中", LinkState.ERROR.value: "エラー",
+                   LinkState.REAUTH.value: "要再認証", LinkState.UNLINKED.value: "解除済み"}
+STATE_BADGES = {NOT_LINKED: "secondary", LinkState.ACTIVE.value: "success", LinkState.ERROR.value: "danger",
+                LinkState.REAUTH.value: "warning", LinkState.UNLINKED.value: "light"}
+# A link is fresh while its last pass is at most this many intervals old (one missed pass is still normal).
+FRESH_INTERVALS = 2
+RECENT_DAYS = 7
 
 
 OAUTH_LINK_HAS_NO_PASSWORD = ("このメールボックスはOAuth2（サインイン）で連携しているため、パスワードは使いません。"
@@ -67,11 +76,101 @@ def live_link(session: Session, membership_id: int) -> MailboxLink | None:
                                                     MailboxLink.state != LinkState.UNLINKED))
 
 
+def link_needing_action(membership: Membership | None) -> MailboxLink | None:
+    """The member's own live link when it is in エラー or 要再認証 (every page shows a banner for it)."""
+    if membership is None:
+        return None
+    session = object_session(membership)
+    return session.scalar(select(MailboxLink).where(MailboxLink.membership_id == membership.id,
+                                                    MailboxLink.state.in_([LinkState.ERROR, LinkState.REAUTH])))
+
+
 def account_links(session: Session, account_id: int) -> list[MailboxLink]:
     """Every live link of the account, by member."""
     return list(session.scalars(select(MailboxLink).where(MailboxLink.account_id == account_id,
                                                           MailboxLink.state != LinkState.UNLINKED)
                                 .order_by(MailboxLink.membership_id)))
+
+
+@dataclass(frozen=True)
+class MemberLinkRow:
+    """One member in the admins' overview: their live or last link and how its syncing is doing."""
+
+    membership: Membership
+    link: MailboxLink | None
+    state: str                      # a key of OVERVIEW_STATES
+    next_sync_at: datetime | None   # None: nothing scheduled (not linked, stopped, or waiting for re-authentication)
+    imported_recently: int          # messages this link stored in the last RECENT_DAYS days
+    freshness: str                  # "fresh", "stale", "never" or "" (not syncing)
+
+
+@dataclass(frozen=True)
+class LinkOverview:
+    """Every member's link and the account's sync health at a glance."""
+
+    rows: list[MemberLinkRow]
+    counts: dict[str, int]          # members per OVERVIEW_STATES key, in that order
+
+
+def next_sync_at(link: MailboxLink, interval: timedelta, now: datetime) -> datetime | None:
+    """When the scheduler will next pass over the link: after its backoff (エラー) or one interval after its last pass.
+
+    A 要再認証 or unlinked link is not synced at all. The scheduler runs every interval, so a link never synced
+    (or overdue) is taken on its next run, at most one interval from now.
+    """
+    if link.state not in (LinkState.ACTIVE, LinkState.ERROR):
+        return None
+    if link.state == LinkState.ERROR and link.next_attempt_at is not None:
+        return max(link.next_attempt_at, now)
+    if link.last_synced_at is None:
+        return now + interval
+    due = link.last_synced_at + interval
+    return due if due > now else now + interval
+
+
+def freshness(link: MailboxLink | None, interval: timedelta, now: datetime) -> str:
+    """How current the link's mail is: "fresh", "stale" (passes are late or failing), "never", "" (not syncing)."""
+    if link is None or link.state not in (LinkState.ACTIVE, LinkState.ERROR):
+        return ""
+    if link.last_synced_at is None:
+        return "never" if link.state == LinkState.ACTIVE and now - link.linked_at <= interval * FRESH_INTERVALS \
+            else "stale"
+    return "fresh" if now - link.last_synced_at <= interval * FRESH_INTERVALS else "stale"
+
+
+def imported_counts(session: Session, link_ids: list[int], since: datetime) -> dict[int, int]:
+    """How many messages each link stored since the given time."""
+    if not link_ids:
+        return {}
+    return dict(session.execute(select(MailSource.link_id, func.count(MailSource.id))
+                                .where(MailSource.link_id.in_(link_ids), MailSource.seen_at >= since)
+                                .group_by(MailSource.link_id)).all())
+
+
+def member_link_overview(session: Session, account_id: int, interval: timedelta, now: datetime) -> LinkOverview:
+    """Every active member with their link (or 未連携), plus members no longer active whose link was stopped."""
+    members = session.scalars(select(Membership).where(Membership.account_id == account_id)
+                              .order_by(Membership.id)).all()
+    links = session.scalars(select(MailboxLink).where(MailboxLink.account_id == account_id)
+                            .order_by(MailboxLink.id)).all()
+    current: dict[int, MailboxLink] = {}
+    for link in links:  # by id, so a later link replaces an earlier one; a live link is never replaced
+        held = current.get(link.membership_id)
+        if held is None or held.state == LinkState.UNLINKED:
+            current[link.membership_id] = link
+    counts = imported_counts(session, [link.id for link in current.values()], now - timedelta(days=RECENT_DAYS))
+    rows = []
+    for membership in members:
+        link = current.get(membership.id)
+        if membership.state != MembershipState.ACTIVE and link is None:
+            continue
+        rows.append(MemberLinkRow(membership=membership, link=link,
+                                  state=link.state.value if link else NOT_LINKED,
+                                  next_sync_at=next_sync_at(link, interval, now) if link else None,
+                                  imported_recently=counts.get(link.id, 0) if link else 0,
+                                  freshness=freshness(link, interval, now)))
+    totals = {state: sum(1 for row in rows if row.state == state) for state in OVERVIEW_STATES}
+    return LinkOverview(rows=rows, counts=totals)
 
 
 def latest_unlinked(session: Session, membership_id: int) -> MailboxLink | None:

@@ -2,6 +2,7 @@
 from flask import Blueprint, current_app, flash, make_response, redirect, render_template, request, url_for
 
 from portal.extensions import db
+from portal.mailbox.services import live_link
 from portal.models import Invitation, Membership, MembershipState, Role, utcnow
 from portal.policy import Action
 from portal.users import services
@@ -161,11 +162,15 @@ def enable(membership_id: int):
 def confirm_change(membership_id: int, change: str):
     """Confirm, then disable or delete a member."""
     member = _load_member(membership_id)
+    link = live_link(db.session, member.id)  # stopped by the change, so both screens name it
     if request.method == "POST":
         service = services.disable_member if change == "disable" else services.delete_member
         if _apply(service, member):
-            flash(f"{member.user.name}さんを{'無効化' if change == 'disable' else '削除'}しました。", "success")
+            done = f"{member.user.name}さんを{'無効化' if change == 'disable' else '削除'}しました。"
+            if link is not None:
+                done += f"メールボックス連携（{link.email}）を解除しました。取り込み済みのメールはそのまま残ります。"
+            flash(done, "success")
         return redirect(url_for("users.index"))
     title, question, button = CONFIRMATIONS[change]
     return render_template("users/confirm.html", member=member, title=title, question=question,
-                           button=button, change=change)
+                           button=button, change=change, link=link)
