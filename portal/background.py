@@ -19,7 +19,7 @@ from portal.mailbox.credentials import link_credentials
 from portal.mailbox.services import connection_policy
 from portal.mails.sending import send_environment
 from portal.mailsync.engine import EngineConfig, PassResult
-from portal.mailsync.runner import Connect, SessionScope, connector, due_link_ids, sync_many
+from portal.mailsync.runner import Connect, SessionScope, connector, sync_due, sync_many
 from portal.models import MailMessage, utcnow
 
 
@@ -52,11 +52,13 @@ def on_mail_imported(session: Session, messages: list[MailMessage], now: datetim
 
 
 def run_sync(app: Flask, link_ids: list[int] | None = None) -> list[PassResult]:
-    """One pass over the given links (default: every link that is due), each in its own session."""
+    """One pass over the given links, each in its own session; by default over every due link, claimed in small
+    batches so that several worker processes share them."""
     scope = session_scope(app)
     if link_ids is None:
-        with scope() as session:
-            link_ids = due_link_ids(session, utcnow())
+        return sync_due(scope, mailbox_connector(app.config), utcnow, engine_config(app.config),
+                        workers=app.config["SYNC_WORKERS"], claim_batch=app.config["SYNC_CLAIM_BATCH"],
+                        after_import=on_mail_imported)
     return sync_many(scope, link_ids, mailbox_connector(app.config), utcnow, engine_config(app.config),
                      workers=app.config["SYNC_WORKERS"], after_import=on_mail_imported)
 

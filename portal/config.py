@@ -47,8 +47,12 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "MAIL_ALLOWED_NETWORKS": environ.get("MAIL_ALLOWED_NETWORKS", ""),
         # Link and re-authentication attempts per member (each logs in to a mail server with what was typed).
         "MAIL_LINK_RATE_LIMIT": environ.get("MAIL_LINK_RATE_LIMIT", "10 per 10 minutes;40 per day"),
+        # Off (0): this web process runs no background jobs; `flask --app wsgi worker` processes run them.
+        "SCHEDULER_ENABLED": environ.get("SCHEDULER_ENABLED", "1") != "0",
         "SYNC_INTERVAL_SECONDS": int(environ.get("SYNC_INTERVAL_SECONDS", "180")),
         "SYNC_WORKERS": int(environ.get("SYNC_WORKERS", "4")),
+        # Due links a sync thread claims at a time: small, so that several worker processes share the links.
+        "SYNC_CLAIM_BATCH": int(environ.get("SYNC_CLAIM_BATCH", "5")),
         "SYNC_BATCH_SIZE": int(environ.get("SYNC_BATCH_SIZE", "200")),
         # A pass holds its link's lease this long and renews it every third; a killed pass frees it after this.
         "SYNC_LEASE_SECONDS": int(environ.get("SYNC_LEASE_SECONDS", "60")),

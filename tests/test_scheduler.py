@@ -66,3 +66,58 @@ def test_automation_job_is_registered_and_sends_due_steps(make_app):
     with app.app_context():
         stopped = db.session.get(Enrollment, enrollment_id)
         assert (stopped.state, stopped.stop_reason) == (EnrollmentState.STOPPED, StopReason.CUSTOMER_DELETED)
+
+
+def worker_environment(database_url: str) -> dict:
+    """The environment of a worker process on the test database."""
+    import os
+
+    from tests.factories import TEST_KEY
+    return {**os.environ, "DATABASE_URL": database_url, "MAILBOX_ENCRYPTION_KEY": TEST_KEY}
+
+
+def test_worker_command_runs_the_jobs_without_the_web_server(app, database_url):
+    """`flask --app wsgi worker --once` does one round of every job; without --once it runs until SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    account, owner = make_account()
+    start_login_session(db.session, owner.user, utcnow() - timedelta(hours=30), 12, owner)
+    once = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--once"], cwd=root,
+                          env=worker_environment(database_url), capture_output=True, text=True, timeout=120)
+    assert once.returncode == 0, once.stderr
+    assert "同期 0件 / オートメーション送信 0件 / 期限切れセッション削除 1件" in once.stdout
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=root,
+                              env=worker_environment(database_url), stdout=subprocess.PIPE, text=True)
+    try:
+        assert "ワーカーを起動しました" in worker.stdout.readline()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        worker.kill()
+        worker.wait(timeout=10)
+
+
+def test_web_process_starts_the_scheduler_unless_disabled(monkeypatch):
+    """python wsgi.py: one process with the scheduler by default; SCHEDULER_ENABLED=0 serves without it."""
+    import waitress
+
+    import wsgi
+    started = []
+
+    class Recorder:
+        def start(self):
+            started.append(True)
+
+        def shutdown(self, wait=True):
+            pass
+    monkeypatch.setattr(waitress, "serve", lambda *args, **kwargs: None)
+    monkeypatch.setattr(wsgi, "build_scheduler", lambda app: Recorder())
+    monkeypatch.setitem(wsgi.app.config, "SCHEDULER_ENABLED", True)
+    wsgi.main()
+    assert started == [True]
+    monkeypatch.setitem(wsgi.app.config, "SCHEDULER_ENABLED", False)
+    wsgi.main()
+    assert started == [True]

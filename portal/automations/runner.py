@@ -27,23 +27,45 @@ class _CannotSend(Exception):
         self.message = message
 
 
-def due_enrollment_ids(session: Session, now: datetime, limit: int = 200) -> list[int]:
+# Steps one run sends at most (the rest wait for the next run), and how many a runner claims at a time.
+RUN_LIMIT = 200
+CLAIM_BATCH = 10
+
+
+def _due_enrollments(now: datetime):
+    """The query of running enrolments whose next step is due, in active accounts with メール on, oldest due first."""
+    return (select(Enrollment.id).join(Account, Account.id == Enrollment.account_id)
+            .join(FeatureContract, (FeatureContract.account_id == Account.id)
+                  & (FeatureContract.feature == EMAIL_FEATURE))
+            .where(Enrollment.state == EnrollmentState.ACTIVE, Enrollment.next_due_at <= now,
+                   Account.status == AccountStatus.ACTIVE, FeatureContract.enabled.is_(True))
+            .order_by(Enrollment.next_due_at, Enrollment.id))
+
+
+def due_enrollment_ids(session: Session, now: datetime, limit: int = RUN_LIMIT) -> list[int]:
     """Running enrolments whose next step is due, in active accounts with メール on, oldest due first."""
-    return list(session.scalars(
-        select(Enrollment.id).join(Account, Account.id == Enrollment.account_id)
-        .join(FeatureContract, (FeatureContract.account_id == Account.id) & (FeatureContract.feature == EMAIL_FEATURE))
-        .where(Enrollment.state == EnrollmentState.ACTIVE, Enrollment.next_due_at <= now,
-               Account.status == AccountStatus.ACTIVE, FeatureContract.enabled.is_(True))
-        .order_by(Enrollment.next_due_at, Enrollment.id).limit(limit)))
+    return list(session.scalars(_due_enrollments(now).limit(limit)))
 
 
-def _claim(session: Session, enrollment_id: int, now: datetime) -> bool:
-    """Push the due time out in one short transaction, so a second runner cannot send the same step."""
-    result = session.execute(update(Enrollment).where(
-        Enrollment.id == enrollment_id, Enrollment.state == EnrollmentState.ACTIVE, Enrollment.next_due_at <= now)
-        .values(next_due_at=now + RETRY_AFTER))
+def claim_due_steps(session: Session, now: datetime, limit: int = CLAIM_BATCH, passed: frozenset[int] = frozenset()
+                    ) -> list[int]:
+    """Claim up to `limit` due steps in one short transaction by pushing their due time out: no other runner sends them.
+
+    Worker processes share the steps: on PostgreSQL `FOR UPDATE SKIP LOCKED` hands each runner rows nobody else is
+    claiming, and the conditional update (still due) is the guard on SQLite too. `passed` are enrolments this run
+    already handled (a step with no wait is due again at once; it goes out on the next run, as before).
+    """
+    candidates = list(session.scalars(_due_enrollments(now).where(Enrollment.id.not_in(passed)).limit(limit)
+                                      .with_for_update(of=Enrollment, skip_locked=True)))
+    claimed = []
+    for enrollment_id in candidates:
+        result = session.execute(update(Enrollment).where(
+            Enrollment.id == enrollment_id, Enrollment.state == EnrollmentState.ACTIVE, Enrollment.next_due_at <= now)
+            .values(next_due_at=now + RETRY_AFTER))
+        if result.rowcount == 1:
+            claimed.append(enrollment_id)
     session.commit()
-    return result.rowcount == 1
+    return claimed
 
 
 def step_compose_id(secret_key: str, enrollment: Enrollment) -> str:
@@ -125,16 +147,25 @@ def send_due_steps(session: Session, now: datetime, env: SendEnvironment) -> int
     """Send every due step of every account (deleted customers are stopped first); returns how many went out."""
     stop_for_deleted_customers(session, now)
     session.commit()
-    sent = 0
-    for enrollment_id in due_enrollment_ids(session, now):
-        if not _claim(session, enrollment_id, now):
-            continue
-        enrollment = session.get(Enrollment, enrollment_id)
-        try:
-            sent += _send_step(session, enrollment, now, env)
-        except _CannotSend as error:
-            _record_error(session, enrollment_id, error.message, now)
-        except Exception:  # one broken enrolment must not hold up the others
-            logger.exception("automation step failed for enrollment %s", enrollment_id)
-            _record_error(session, enrollment_id, "送信中に予期しないエラーが発生しました。", now)
+    sent, passed = 0, set()
+    while len(passed) < RUN_LIMIT:
+        claimed = claim_due_steps(session, now, min(CLAIM_BATCH, RUN_LIMIT - len(passed)), frozenset(passed))
+        if not claimed:
+            break
+        passed.update(claimed)
+        for enrollment_id in claimed:
+            sent += _send_claimed(session, enrollment_id, now, env)
     return sent
+
+
+def _send_claimed(session: Session, enrollment_id: int, now: datetime, env: SendEnvironment) -> bool:
+    """Send one claimed step; a step that cannot go out records why and waits an hour."""
+    enrollment = session.get(Enrollment, enrollment_id)
+    try:
+        return _send_step(session, enrollment, now, env)
+    except _CannotSend as error:
+        _record_error(session, enrollment_id, error.message, now)
+    except Exception:  # one broken enrolment must not hold up the others
+        logger.exception("automation step failed for enrollment %s", enrollment_id)
+        _record_error(session, enrollment_id, "送信中に予期しないエラーが発生しました。", now)
+    return False

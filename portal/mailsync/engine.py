@@ -32,6 +32,19 @@ def nothing_after_import(session: Session, messages: list[MailMessage], now: dat
     """The default hook: the engine alone only imports."""
 
 
+# Asked before every commit of a pass: False once the pass's lease went to another pass (the heartbeat lost it).
+LeaseHeld = Callable[[], bool]
+
+
+def always_held() -> bool:
+    """A pass run without a lease (tests, a single caller) never loses one."""
+    return True
+
+
+class LeaseLost(Exception):
+    """Another pass took this link's lease: this one stops without committing anything more."""
+
+
 class MailboxClient(Protocol):
     """What the engine needs from a mailbox (ImapMailboxClient in production)."""
 
@@ -294,9 +307,10 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
 def _sync_uids(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
                snapshot: AccountSnapshot, ranges: list[tuple[int, int]], boundary: int,
                linked_at: datetime | None, config: EngineConfig, result: PassResult, now: datetime,
-               after_import: AfterImport, wanted: set[int] | None = None) -> None:
+               after_import: AfterImport, lease_held: LeaseHeld, wanted: set[int] | None = None) -> None:
     """Process UID ranges batch by batch; each batch and its checkpoint commit together."""
     for first, last in ranges:
+        _ensure_held(session, lease_held)
         envelopes = [e for e in client.fetch_envelopes(first, last) if wanted is None or e.uid in wanted]
         batch = _decide_batch(envelopes, snapshot, boundary, linked_at, config)
         for attempt in (1, 2):
@@ -304,6 +318,7 @@ def _sync_uids(session: Session, link: MailboxLink, folder: MailboxFolder, clien
                 imported, too_large = _apply_batch(session, link, folder, client, envelopes, batch, config, now,
                                                    after_import)
                 folder.last_uid = max(folder.last_uid, last)
+                _ensure_held(session, lease_held)
                 session.commit()
                 result.imported, result.too_large = result.imported + imported, result.too_large + too_large
                 break
@@ -313,6 +328,13 @@ def _sync_uids(session: Session, link: MailboxLink, folder: MailboxFolder, clien
                 if attempt == 2:
                     raise
         result.excluded += len(batch.excluded)  # too-large mail is imported (headers only), counted there once
+
+
+def _ensure_held(session: Session, lease_held: LeaseHeld) -> None:
+    """Stop the pass (nothing more committed) once its lease belongs to another pass."""
+    if not lease_held():
+        session.rollback()
+        raise LeaseLost()
 
 
 def _batches(first: int, last: int, size: int) -> list[tuple[int, int]]:
@@ -329,7 +351,8 @@ def _confirmed_uidvalidity(client: MailboxClient, folder: MailboxFolder, seen: F
                                        "自動的に再試行します。")
 
 
-def _start_rebaseline(session: Session, link: MailboxLink, folder: MailboxFolder, info: FolderInfo) -> None:
+def _start_rebaseline(session: Session, link: MailboxLink, folder: MailboxFolder, info: FolderInfo,
+                      lease_held: LeaseHeld) -> None:
     """The server renumbered the folder: adopt the new numbering and mark the rescan pending in one commit.
 
     The reset alone (boundary 1, last UID 0) would let a pass that dies now import everything on the next pass;
@@ -337,12 +360,13 @@ def _start_rebaseline(session: Session, link: MailboxLink, folder: MailboxFolder
     """
     folder.uidvalidity, folder.boundary_uidnext, folder.last_uid = info.uidvalidity, 1, 0
     folder.rescan_since = folder.rescan_since or link.linked_at
+    _ensure_held(session, lease_held)
     session.commit()
 
 
 def _rescan(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient, info: FolderInfo,
             snapshot: AccountSnapshot, config: EngineConfig, result: PassResult, now: datetime,
-            after_import: AfterImport) -> None:
+            after_import: AfterImport, lease_held: LeaseHeld) -> None:
     """Run or resume a re-baseline: every message since the rescan's date, by INTERNALDATE, past the checkpoint.
 
     Each batch commits with its checkpoint (last_uid), so an interrupted rescan resumes where it stopped under the
@@ -353,30 +377,31 @@ def _rescan(session: Session, link: MailboxLink, folder: MailboxFolder, client: 
     uids = [uid for uid in client.uids_since(since.date() - timedelta(days=1)) if uid > folder.last_uid]
     chunks = [uids[i:i + config.batch_size] for i in range(0, len(uids), config.batch_size)]
     _sync_uids(session, link, folder, client, snapshot, [(c[0], c[-1]) for c in chunks], 1, since,
-               config, result, now, after_import, wanted=set(uids))
+               config, result, now, after_import, lease_held, wanted=set(uids))
     # Done: UIDs below UIDNEXT were all looked at by date; from here on the new numbering is the checkpoint.
     folder.last_uid = max(folder.last_uid, info.uidnext - 1)
     folder.rescan_since = None
+    _ensure_held(session, lease_held)
     session.commit()
 
 
 def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
                  snapshot: AccountSnapshot, config: EngineConfig, result: PassResult, now: datetime,
-                 after_import: AfterImport) -> None:
+                 after_import: AfterImport, lease_held: LeaseHeld) -> None:
     """Import what is new in one folder since its checkpoint (or since the link time during a re-baseline)."""
     info = client.examine(folder.name)
     if info.uidvalidity != folder.uidvalidity:
         info = _confirmed_uidvalidity(client, folder, info)
         if info.uidvalidity != folder.uidvalidity:
-            _start_rebaseline(session, link, folder, info)
+            _start_rebaseline(session, link, folder, info, lease_held)
     if folder.rescan_since is not None:
-        _rescan(session, link, folder, client, info, snapshot, config, result, now, after_import)
+        _rescan(session, link, folder, client, info, snapshot, config, result, now, after_import, lease_held)
         return
     if info.uidnext - 1 <= folder.last_uid:
         return
     _sync_uids(session, link, folder, client, snapshot,
                _batches(folder.last_uid + 1, info.uidnext - 1, config.batch_size),
-               folder.boundary_uidnext, None, config, result, now, after_import)
+               folder.boundary_uidnext, None, config, result, now, after_import, lease_held)
 
 
 def _backoff(failures: int, config: EngineConfig) -> timedelta:
@@ -422,8 +447,12 @@ def _prune_import_log(session: Session, link_id: int, keep: int) -> None:
 
 def sync_link(session: Session, link: MailboxLink, connect: Callable[[MailboxLink], MailboxClient],
               now: Callable[[], datetime], config: EngineConfig = EngineConfig(),
-              after_import: AfterImport = nothing_after_import) -> PassResult:
-    """One pass over INBOX and Sent of a link; failures are recorded on the link, never raised."""
+              after_import: AfterImport = nothing_after_import, lease_held: LeaseHeld = always_held) -> PassResult:
+    """One pass over INBOX and Sent of a link; failures are recorded on the link, never raised.
+
+    A pass whose lease went to another pass (`lease_held` says False) stops before its next commit, leaving the
+    link as the other pass makes it: skipped, with nothing recorded.
+    """
     result = PassResult(link.id)
     if link.state in (LinkState.UNLINKED, LinkState.REAUTH):
         result.skipped, result.state = True, link.state
@@ -436,7 +465,11 @@ def sync_link(session: Session, link: MailboxLink, connect: Callable[[MailboxLin
     try:
         snapshot = account_snapshot(session, link.account_id)
         for folder in sorted(link.folders, key=lambda f: f.role.value):
-            _sync_folder(session, link, folder, client, snapshot, config, result, now(), after_import)
+            _sync_folder(session, link, folder, client, snapshot, config, result, now(), after_import, lease_held)
+        _ensure_held(session, lease_held)
+    except LeaseLost:
+        result.skipped, result.error = True, "別の処理が同期中です。"
+        return result
     except MailboxError as error:
         _record_failure(session, link, error, now(), config, result)
         return result

@@ -6,10 +6,10 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from portal.mailsync.client import ImapMailboxClient
@@ -25,15 +25,51 @@ Connect = Callable[[MailboxLink], MailboxClient]
 log = logging.getLogger(__name__)
 
 
+BUSY = "別の処理が同期中です。"
+
+
+def _due_links(now: datetime):
+    """The query of links to sync now: active or in error past their backoff, in active accounts with メール on."""
+    return (select(MailboxLink.id).join(Account, Account.id == MailboxLink.account_id)
+            .join(FeatureContract, (FeatureContract.account_id == Account.id)
+                  & (FeatureContract.feature == EMAIL_FEATURE))
+            .where(MailboxLink.state.in_([LinkState.ACTIVE, LinkState.ERROR]), Account.status == AccountStatus.ACTIVE,
+                   FeatureContract.enabled.is_(True),
+                   or_(MailboxLink.next_attempt_at.is_(None), MailboxLink.next_attempt_at <= now))
+            .order_by(MailboxLink.id))
+
+
 def due_link_ids(session: Session, now: datetime) -> list[int]:
     """Links to sync now: active or in error past their backoff, in active accounts with メール on."""
-    return list(session.scalars(
-        select(MailboxLink.id).join(Account, Account.id == MailboxLink.account_id)
-        .join(FeatureContract, (FeatureContract.account_id == Account.id) & (FeatureContract.feature == EMAIL_FEATURE))
-        .where(MailboxLink.state.in_([LinkState.ACTIVE, LinkState.ERROR]), Account.status == AccountStatus.ACTIVE,
-               FeatureContract.enabled.is_(True),
-               or_(MailboxLink.next_attempt_at.is_(None), MailboxLink.next_attempt_at <= now))
-        .order_by(MailboxLink.id)))
+    return list(session.scalars(_due_links(now)))
+
+
+def claim_due_links(session: Session, now: datetime, lease_seconds: int, after_id: int, run_started: datetime,
+                    limit: int) -> tuple[list[tuple[int, str]], int | None]:
+    """Take the leases of up to `limit` due links past `after_id` in one short transaction.
+
+    Returns [(link id, pass token)] and the last id looked at (None: no due link is left past `after_id`).
+
+    Several worker processes share the links this way. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets each claim
+    rows the others are not claiming at this moment instead of queueing behind them; the lease (free or lapsed)
+    stays the guard, on SQLite too, where the row lock clause is left out. Links synced since `run_started` were
+    done by another worker in this round and are left alone.
+    """
+    lease_free = or_(MailboxLink.lease_owner.is_(None), MailboxLink.lease_expires_at < now)
+    link_ids = list(session.scalars(
+        _due_links(now).where(MailboxLink.id > after_id, lease_free,
+                              or_(MailboxLink.last_synced_at.is_(None), MailboxLink.last_synced_at < run_started))
+        .limit(limit).with_for_update(of=MailboxLink, skip_locked=True)))
+    claimed = []
+    for link_id in link_ids:
+        token = pass_token()
+        # Conditional, like claim_lease: without row locks (SQLite) another worker may have read the same rows.
+        taken = session.execute(update(MailboxLink).where(MailboxLink.id == link_id, lease_free)
+                                .values(lease_owner=token, lease_expires_at=now + timedelta(seconds=lease_seconds)))
+        if taken.rowcount == 1:
+            claimed.append((link_id, token))
+    session.commit()
+    return claimed, (link_ids[-1] if link_ids else None)
 
 
 def connector(credentials: CredentialsProvider, policy: ConnectionPolicy) -> Callable[[MailboxLink], ImapMailboxClient]:
@@ -103,11 +139,19 @@ def sync_one(scope: SessionScope, link_id: int, connect: Connect, now: Callable[
     token = pass_token()
     with scope() as session:
         if not claim_lease(session, link_id, token, now(), config.lease_seconds):
-            return PassResult(link_id, skipped=True, error="別の処理が同期中です。")
+            return PassResult(link_id, skipped=True, error=BUSY)
+    return _run_leased(scope, link_id, token, connect, now, config, after_import)
+
+
+def _run_leased(scope: SessionScope, link_id: int, token: str, connect: Connect, now: Callable[[], datetime],
+                config: EngineConfig, after_import: AfterImport) -> PassResult:
+    """Run a pass whose lease `token` holds, with a heartbeat; the pass stops when the heartbeat loses the lease."""
+    with scope() as session:
         try:
-            with LeaseHeartbeat(scope, link_id, token, now, config.lease_seconds):
+            with LeaseHeartbeat(scope, link_id, token, now, config.lease_seconds) as heartbeat:
                 link = session.get(MailboxLink, link_id)
-                return sync_link(session, link, connect, now, config, after_import)
+                return sync_link(session, link, connect, now, config, after_import,
+                                 lease_held=lambda: not heartbeat.lost)
         finally:
             session.rollback()
             release_lease(session, link_id, token)
@@ -122,3 +166,39 @@ def sync_many(scope: SessionScope, link_ids: list[int], connect: Connect, now: C
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(link_ids)))) as pool:
         return list(pool.map(lambda link_id: sync_one(scope, link_id, connect, now, config, after_import),
                              link_ids))
+
+
+def sync_due(scope: SessionScope, connect: Connect, now: Callable[[], datetime], config: EngineConfig,
+             workers: int = 4, claim_batch: int = 5, after_import: AfterImport = nothing_after_import
+             ) -> list[PassResult]:
+    """One round over every due link, shared with any other worker process doing the same.
+
+    Each of `workers` threads claims a small batch of due links (`claim_due_links`), syncs them and claims the
+    next, until no due link is left past the round's cursor. A link whose lease lapsed while it waited in its
+    batch (the passes before it took long) was taken by another worker: it is skipped.
+    """
+    run_started = now()
+    cursor_lock, cursor = threading.Lock(), [0]
+    results: list[PassResult] = []
+
+    def work() -> None:
+        while True:
+            with cursor_lock:
+                with scope() as session:
+                    claimed, last_id = claim_due_links(session, now(), config.lease_seconds, cursor[0],
+                                                       run_started, claim_batch)
+                if last_id is None:
+                    return
+                cursor[0] = last_id
+            for link_id, token in claimed:
+                with scope() as session:
+                    still_ours = renew_lease(session, link_id, token, now(), config.lease_seconds)
+                if still_ours:
+                    results.append(_run_leased(scope, link_id, token, connect, now, config, after_import))
+                else:
+                    results.append(PassResult(link_id, skipped=True, error=BUSY))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for future in [pool.submit(work) for _ in range(max(1, workers))]:
+            future.result()
+    return sorted(results, key=lambda result: result.link_id)
