@@ -9,6 +9,7 @@ from sqlalchemy import select
 from portal.extensions import db, login_manager
 from portal.models import Membership
 from portal.policy import Action, can
+from portal.scoping import for_account, get_in_account
 
 
 def current_membership() -> Membership | None:
@@ -51,12 +52,12 @@ def permission_required(action: Action):
 
 def scoped(model):
     """A SELECT of the model limited to the current account."""
-    return select(model).where(model.account_id == current_membership().account_id)
+    return for_account(select(model), current_membership().account_id)
 
 
 def get_scoped_or_404(model, object_id: int, *criteria):
     """Load one object of the current account, or 404 (another account's object does not exist)."""
-    obj = db.session.scalar(scoped(model).where(model.id == object_id, *criteria))
+    obj = get_in_account(db.session, model, object_id, current_membership().account_id, *criteria)
     if obj is None:
         abort(404)
     return obj

@@ -1,5 +1,6 @@
 """The layers' import rules, read from the source with ast: the engine knows no screen, models know neither."""
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,8 +12,8 @@ ABOVE_THE_ENGINE = tuple(f"portal.{name}" for name in FEATURES) + ("portal.web",
                                                                     "portal.errors", "portal.forms", "portal.policy")
 WEB_LIBRARIES = ("flask", "flask_login", "flask_wtf", "flask_sqlalchemy", "flask_migrate", "flask_limiter", "wtforms",
                  "werkzeug", "jinja2")
-# What the engine may use of the portal: its own modules, the models and the secret box.
-ENGINE_MAY_USE = ("portal.mailsync", "portal.models", "portal.secretbox")
+# What the engine may use of the portal: its own modules, the models, the scoping helper and the secret box.
+ENGINE_MAY_USE = ("portal.mailsync", "portal.models", "portal.scoping", "portal.secretbox")
 
 
 def module_name(path: Path) -> str:
@@ -97,3 +98,21 @@ def test_models_import_neither_screens_nor_the_engine():
     """portal.models is the bottom layer."""
     problems = forbidden_imports("portal.models", ABOVE_THE_ENGINE + ("portal.mailsync",) + WEB_LIBRARIES)
     assert not problems, "models must not import screens or the engine:\n" + "\n".join(problems)
+
+
+# `Model.account_id == x` written by hand; a join's `== Account.id` is not a scope.
+HAND_WRITTEN_SCOPE = re.compile(r"\b[A-Z]\w*\.account_id\s*==(?!\s*Account\.id\b)")
+# Not yet on the helper: mails/sending.py is being reworked by the compose work, which moves it onto for_account.
+NOT_YET_SCOPED_BY_THE_HELPER = {"portal/mails/sending.py"}
+
+
+def test_queries_are_scoped_through_the_one_helper():
+    """Services, routes and the engine scope rows with portal.scoping, never with a hand-written filter."""
+    problems = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+                for module, path in MODULES.items()
+                if module != "portal.scoping" and not module.startswith("portal.models")
+                and str(path.relative_to(ROOT)) not in NOT_YET_SCOPED_BY_THE_HELPER
+                for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                if HAND_WRITTEN_SCOPE.search(line)]
+    assert not problems, ("scope queries with portal.scoping.for_account / get_in_account (or web.scoped / "
+                          "get_scoped_or_404 in routes):\n" + "\n".join(problems))

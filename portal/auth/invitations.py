@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from portal import audit, passwords
 from portal.auth.services import hash_token, normalise_email
 from portal.models import AccountStatus, Invitation, Membership, MembershipState, User
+from portal.scoping import for_account
 
 
 class InvitationUnusable(Exception):
@@ -35,8 +36,8 @@ def accept(session: Session, invitation: Invitation, user: User, now: datetime) 
         raise InvitationUnusable("この招待はほかのメールアドレス宛てです。")
     if invitation.account.status != AccountStatus.ACTIVE:
         raise InvitationUnusable("このアカウントは現在ご利用いただけないため、招待を承諾できません。")
-    membership = session.scalar(select(Membership).where(Membership.account_id == invitation.account_id,
-                                                         Membership.user_id == user.id))
+    membership = session.scalar(for_account(select(Membership), invitation.account_id)
+                                .where(Membership.user_id == user.id))
     if membership is not None and membership.state == MembershipState.DISABLED:
         # An invitation never re-enables a member an admin has disabled.
         raise InvitationUnusable("このアカウントでのご利用は無効になっています。アカウントの管理者にお問い合わせください。")

@@ -8,6 +8,7 @@ from portal import passwords
 from portal.auth.services import end_user_sessions, hash_token, new_token
 from portal.models import Membership, MembershipState, PasswordReset, User
 from portal.policy import Action, can
+from portal.scoping import for_account
 
 IN_ANOTHER_ACCOUNT = ("このユーザーはほかのアカウントにも所属しているため、パスワード再設定リンクは発行できません。"
                       "ご本人が「パスワードの変更」から変更するか、ポータルの運用担当者に再設定を依頼してください。")
@@ -37,12 +38,10 @@ def _still_allowed(session: Session, reset: PasswordReset) -> bool:
     issuer still manages its members."""
     if reset.account_id is None:  # the operator's CLI
         return True
-    target = session.scalar(select(Membership).where(Membership.account_id == reset.account_id,
-                                                     Membership.user_id == reset.user_id,
-                                                     Membership.state != MembershipState.DELETED))
-    issuer = session.scalar(select(Membership).where(Membership.account_id == reset.account_id,
-                                                     Membership.user_id == reset.issued_by_user_id,
-                                                     Membership.state == MembershipState.ACTIVE))
+    target = session.scalar(for_account(select(Membership), reset.account_id).where(
+        Membership.user_id == reset.user_id, Membership.state != MembershipState.DELETED))
+    issuer = session.scalar(for_account(select(Membership), reset.account_id).where(
+        Membership.user_id == reset.issued_by_user_id, Membership.state == MembershipState.ACTIVE))
     return (target is not None and issuer is not None and can(issuer.role, Action.MANAGE_USERS)
             and not other_account_membership(session, reset.user_id, reset.account_id))
 

@@ -54,7 +54,8 @@ def index():
     page = db.paginate(services.sequence_list(membership.account_id), per_page=current_app.config["PER_PAGE"],
                        error_out=False)
     return render_template("automations/index.html", page=page,
-                           counts=services.sequence_counts(db.session, [s.id for s in page.items]),
+                           counts=services.sequence_counts(db.session, membership.account_id,
+                                                          [s.id for s in page.items]),
                            email_on=is_enabled(db.session, membership.account_id))
 
 

@@ -12,6 +12,7 @@ from portal.customers.services import may_open
 from portal.models import (Customer, Direction, Enrollment, EnrollmentState, MailMessage, MailTemplate, Membership,
                            Sequence, SequenceStep, StopReason)
 from portal.policy import Action, PermissionDenied, can, ensure
+from portal.scoping import for_account
 
 MAX_STEPS = 10
 MAX_WAIT_DAYS = 365
@@ -80,7 +81,7 @@ class SequenceData:
 
 def sequence_list(account_id: int) -> Select:
     """The account's sequences by name (for pagination)."""
-    return select(Sequence).where(Sequence.account_id == account_id).order_by(Sequence.name, Sequence.id)
+    return for_account(select(Sequence), account_id).order_by(Sequence.name, Sequence.id)
 
 
 def sequences_of(session: Session, account_id: int) -> list[Sequence]:
@@ -88,14 +89,18 @@ def sequences_of(session: Session, account_id: int) -> list[Sequence]:
     return list(session.scalars(sequence_list(account_id)))
 
 
-def sequence_counts(session: Session, sequence_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """(step count, running enrolment count) per sequence, in two grouped queries."""
+def sequence_counts(session: Session, account_id: int, sequence_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """(step count, running enrolment count) per sequence of the account, in two grouped queries.
+
+    Another account's id counts nothing (0, 0): the ids are scoped here, not trusted.
+    """
     if not sequence_ids:
         return {}
-    steps = dict(session.execute(select(SequenceStep.sequence_id, func.count(SequenceStep.id))
-                                 .where(SequenceStep.sequence_id.in_(sequence_ids))
-                                 .group_by(SequenceStep.sequence_id)).all())
-    active = dict(session.execute(select(Enrollment.sequence_id, func.count(Enrollment.id))
+    steps = dict(session.execute(
+        for_account(select(SequenceStep.sequence_id, func.count(SequenceStep.id))
+                    .join(Sequence, Sequence.id == SequenceStep.sequence_id), account_id, Sequence)
+        .where(SequenceStep.sequence_id.in_(sequence_ids)).group_by(SequenceStep.sequence_id)).all())
+    active = dict(session.execute(for_account(select(Enrollment.sequence_id, func.count(Enrollment.id)), account_id)
                                   .where(Enrollment.sequence_id.in_(sequence_ids),
                                          Enrollment.state == EnrollmentState.ACTIVE)
                                   .group_by(Enrollment.sequence_id)).all())
@@ -104,7 +109,7 @@ def sequence_counts(session: Session, sequence_ids: list[int]) -> dict[int, tupl
 
 def enrollment_counts(session: Session, sequence: Sequence) -> tuple[int, int]:
     """(running, finished) enrolments of the sequence."""
-    rows = dict(session.execute(select(Enrollment.state, func.count(Enrollment.id))
+    rows = dict(session.execute(for_account(select(Enrollment.state, func.count(Enrollment.id)), sequence.account_id)
                                 .where(Enrollment.sequence_id == sequence.id).group_by(Enrollment.state)).all())
     active = rows.get(EnrollmentState.ACTIVE, 0)
     return active, sum(rows.values()) - active
@@ -113,14 +118,15 @@ def enrollment_counts(session: Session, sequence: Sequence) -> tuple[int, int]:
 def sequence_enrollments(sequence: Sequence) -> Select:
     """The sequence's enrolments, running first, then newest first (for pagination)."""
     running_first = (Enrollment.state != EnrollmentState.ACTIVE)
-    return (select(Enrollment).where(Enrollment.sequence_id == sequence.id)
+    return (for_account(select(Enrollment), sequence.account_id).where(Enrollment.sequence_id == sequence.id)
             .options(selectinload(Enrollment.customer))
             .order_by(running_first, Enrollment.started_at.desc(), Enrollment.id.desc()))
 
 
-def customer_enrollments(session: Session, customer_id: int) -> list[Enrollment]:
-    """Every enrolment of one customer, newest first, for the customer's page."""
-    return list(session.scalars(select(Enrollment).where(Enrollment.customer_id == customer_id)
+def customer_enrollments(session: Session, account_id: int, customer_id: int) -> list[Enrollment]:
+    """Every enrolment of one customer of the account, newest first, for the customer's page."""
+    return list(session.scalars(for_account(select(Enrollment), account_id)
+                                .where(Enrollment.customer_id == customer_id)
                                 .options(selectinload(Enrollment.sequence).selectinload(Sequence.steps))
                                 .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())))
 
@@ -132,8 +138,7 @@ def _check_templates(session: Session, account_id: int, steps: list[StepData]) -
     if len(steps) > MAX_STEPS or any(not 0 <= step.wait_days <= MAX_WAIT_DAYS for step in steps):
         raise ValueError("steps out of range")
     wanted = {step.template_id for step in steps}
-    known = set(session.scalars(select(MailTemplate.id).where(MailTemplate.account_id == account_id,
-                                                              MailTemplate.id.in_(wanted))))
+    known = set(session.scalars(for_account(select(MailTemplate.id), account_id).where(MailTemplate.id.in_(wanted))))
     if wanted - known:
         raise UnknownTemplate()
 
@@ -157,6 +162,12 @@ def _audit_fields(data: SequenceData) -> dict:
             "steps": [[step.wait_days, step.template_id] for step in data.steps]}
 
 
+def _ensure_own(actor: Membership, sequence: Sequence) -> None:
+    """Refuse another account's sequence: the caller's lookup is not trusted to have scoped it."""
+    if sequence.account_id != actor.account_id:
+        raise PermissionDenied(Action.EDIT_SEQUENCES)
+
+
 def create_sequence(session: Session, actor: Membership, data: SequenceData) -> Sequence:
     """Add a sequence with its steps to the actor's account."""
     ensure(actor.role, Action.EDIT_SEQUENCES)
@@ -174,7 +185,8 @@ def create_sequence(session: Session, actor: Membership, data: SequenceData) -> 
 def update_sequence(session: Session, actor: Membership, sequence: Sequence, data: SequenceData) -> None:
     """Change a sequence; running enrolments continue from their next position in the new steps."""
     ensure(actor.role, Action.EDIT_SEQUENCES)
-    _check_templates(session, sequence.account_id, data.steps)
+    _ensure_own(actor, sequence)
+    _check_templates(session, actor.account_id, data.steps)
     _apply(sequence, data)
     audit.record(session, sequence.account_id, actor.user_id, "sequence.update", "sequence", sequence.id,
                  **_audit_fields(data))
@@ -184,11 +196,13 @@ def update_sequence(session: Session, actor: Membership, sequence: Sequence, dat
 def delete_sequence(session: Session, actor: Membership, sequence: Sequence) -> None:
     """Delete a sequence and its finished enrolments; refused while customers are still running it."""
     ensure(actor.role, Action.EDIT_SEQUENCES)
+    _ensure_own(actor, sequence)
     active, finished = enrollment_counts(session, sequence)
     if active:
         raise SequenceInUse(active)
     # Finished enrolments point at the sequence (no soft delete): they go with it, the audit entry remains.
-    for enrollment in session.scalars(select(Enrollment).where(Enrollment.sequence_id == sequence.id)):
+    for enrollment in session.scalars(for_account(select(Enrollment), sequence.account_id)
+                                      .where(Enrollment.sequence_id == sequence.id)):
         session.delete(enrollment)
     audit.record(session, sequence.account_id, actor.user_id, "sequence.delete", "sequence", sequence.id,
                  name=sequence.name, finished_enrollments=finished)

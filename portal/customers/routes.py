@@ -84,7 +84,8 @@ def detail(customer_id: int):
     timeline = mail_services.timeline_messages(db.session, customer.account_id, customer.id, list(threads.items))
     return render_template("customers/detail.html", customer=customer, threads=threads, timeline=timeline,
                            viewer=current_membership(), may_open=services.may_open, Direction=Direction,
-                           enrollments=automation_services.customer_enrollments(db.session, customer.id),
+                           enrollments=automation_services.customer_enrollments(db.session, customer.account_id,
+                                                                                customer.id),
                            may_enroll=automation_services.may_enroll(current_membership(), customer),
                            sequences=automation_services.sequences_of(db.session, customer.account_id))
 

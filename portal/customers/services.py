@@ -9,6 +9,7 @@ from portal import audit
 from portal.auth.services import normalise_email
 from portal.models import Account, Customer, LinkState, MailboxLink, Membership, MembershipState, User, utcnow
 from portal.policy import Action, can
+from portal.scoping import for_account, get_in_account
 
 
 class DuplicateCustomerEmail(Exception):
@@ -36,8 +37,7 @@ class CustomerData:
 def assignable_members(session: Session, account_id: int) -> list[Membership]:
     """Active members of the account who can be a customer's 担当者."""
     return list(session.scalars(
-        select(Membership).where(Membership.account_id == account_id,
-                                 Membership.state == MembershipState.ACTIVE)
+        for_account(select(Membership), account_id).where(Membership.state == MembershipState.ACTIVE)
         .join(Membership.user).order_by(Membership.id)))
 
 
@@ -50,10 +50,11 @@ def assignees_for(session: Session, actor: Membership) -> list[Membership]:
 
 def member_domains(session: Session, account_id: int) -> set[str]:
     """Domains of the account's members (sign-in and linked mailbox addresses)."""
-    emails = set(session.scalars(select(User.email).join(Membership, Membership.user_id == User.id).where(
-        Membership.account_id == account_id, Membership.state != MembershipState.DELETED)))
-    emails |= set(session.scalars(select(MailboxLink.email).where(MailboxLink.account_id == account_id,
-                                                                  MailboxLink.state != LinkState.UNLINKED)))
+    emails = set(session.scalars(for_account(select(User.email).join(Membership, Membership.user_id == User.id),
+                                             account_id, Membership)
+                                 .where(Membership.state != MembershipState.DELETED)))
+    emails |= set(session.scalars(for_account(select(MailboxLink.email), account_id)
+                                  .where(MailboxLink.state != LinkState.UNLINKED)))
     return {email.rsplit("@", 1)[-1] for email in emails if "@" in email}
 
 
@@ -66,7 +67,7 @@ def may_open(viewer: Membership, customer: Customer) -> bool:
 
 def visible_customers(viewer: Membership, query: str = "") -> Select:
     """Live customers the viewer may see, newest first, optionally filtered by a search text."""
-    stmt = select(Customer).where(Customer.account_id == viewer.account_id, Customer.deleted_at.is_(None))
+    stmt = for_account(select(Customer), viewer.account_id).where(Customer.deleted_at.is_(None))
     if viewer.account.viewing_restricted and not can(viewer.role, Action.VIEW_ALL_CUSTOMERS):
         stmt = stmt.where(Customer.assigned_membership_id == viewer.id)
     query = query.strip()
@@ -93,11 +94,11 @@ def _check(session: Session, account: Account, actor: Membership | None, data: C
             and not can(actor.role, Action.ASSIGN_TO_OTHERS):
         raise AssignToOthersDenied()
     if data.assigned_membership_id is not None and data.assigned_membership_id != current_assignee_id:
-        assignee = session.get(Membership, data.assigned_membership_id)
-        if assignee is None or assignee.account_id != account.id or assignee.state != MembershipState.ACTIVE:
+        assignee = get_in_account(session, Membership, data.assigned_membership_id, account.id)
+        if assignee is None or assignee.state != MembershipState.ACTIVE:
             raise InvalidAssignee()
-    clash = select(Customer.id).where(Customer.account_id == account.id, Customer.email == email,
-                                      Customer.deleted_at.is_(None))
+    clash = for_account(select(Customer.id), account.id).where(Customer.email == email,
+                                                               Customer.deleted_at.is_(None))
     if exclude_id is not None:
         clash = clash.where(Customer.id != exclude_id)
     if session.scalar(clash) is not None:

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from portal import audit
 from portal.models import (EMAIL_FEATURE, Account, BillingEvent, FeatureContract, LinkState, MailboxLink, MailboxPreset,
                            MailMessage, Membership, MembershipState, UnlinkReason)
+from portal.scoping import for_account
 
 FEATURE_LABELS = {EMAIL_FEATURE: "メール"}
 
@@ -40,26 +41,27 @@ class MailSetupProgress:
 
 def mail_setup_progress(session: Session, account_id: int) -> MailSetupProgress:
     """Counts for the next-steps panel shown once メール is on."""
-    presets = session.scalar(select(func.count(MailboxPreset.id)).where(MailboxPreset.account_id == account_id))
-    active = session.scalar(select(func.count(Membership.id)).where(Membership.account_id == account_id,
-                                                                    Membership.state == MembershipState.ACTIVE))
-    linked = session.scalar(select(func.count(MailboxLink.id)).join(Membership, Membership.id == MailboxLink.membership_id)
-                            .where(MailboxLink.account_id == account_id, MailboxLink.state != LinkState.UNLINKED,
-                                   Membership.state == MembershipState.ACTIVE))
+    presets = session.scalar(for_account(select(func.count(MailboxPreset.id)), account_id, MailboxPreset))
+    active = session.scalar(for_account(select(func.count(Membership.id)), account_id, Membership)
+                            .where(Membership.state == MembershipState.ACTIVE))
+    linked = session.scalar(
+        for_account(select(func.count(MailboxLink.id)).join(Membership, Membership.id == MailboxLink.membership_id),
+                    account_id, MailboxLink)
+        .where(MailboxLink.state != LinkState.UNLINKED, Membership.state == MembershipState.ACTIVE))
     return MailSetupProgress(presets=presets or 0, linked_members=linked or 0, active_members=active or 0)
 
 
 def is_enabled(session: Session, account_id: int, feature: str = EMAIL_FEATURE) -> bool:
     """True when the feature is on for the account."""
-    return bool(session.scalar(select(FeatureContract.enabled).where(FeatureContract.account_id == account_id,
-                                                                     FeatureContract.feature == feature)))
+    return bool(session.scalar(for_account(select(FeatureContract.enabled), account_id)
+                               .where(FeatureContract.feature == feature)))
 
 
 def set_feature(session: Session, account: Account, actor: Membership, feature: str, enabled: bool,
                 now: datetime) -> bool:
     """Turn a feature on or off, recording the billing event; returns False when nothing changed."""
-    contract = session.scalar(select(FeatureContract).where(FeatureContract.account_id == account.id,
-                                                            FeatureContract.feature == feature))
+    contract = session.scalar(for_account(select(FeatureContract), account.id)
+                              .where(FeatureContract.feature == feature))
     if contract is None:
         contract = FeatureContract(account_id=account.id, feature=feature, enabled=False, changed_at=now)
         session.add(contract)
@@ -80,13 +82,12 @@ def set_feature(session: Session, account: Account, actor: Membership, feature: 
 
 def billing_history(session: Session, account_id: int) -> list[BillingEvent]:
     """The account's billing events, newest first."""
-    return list(session.scalars(select(BillingEvent).where(BillingEvent.account_id == account_id)
+    return list(session.scalars(for_account(select(BillingEvent), account_id)
                                 .order_by(BillingEvent.occurred_at.desc(), BillingEvent.id.desc())))
 
 
 def stored_mail_volume(session: Session, account_id: int) -> MailVolume:
     """Bytes and count of the account's imported mail, the basis of storage charges."""
-    total, count = session.execute(select(func.coalesce(func.sum(MailMessage.size_bytes), 0),
-                                          func.count(MailMessage.id))
-                                   .where(MailMessage.account_id == account_id)).one()
+    total, count = session.execute(for_account(select(func.coalesce(func.sum(MailMessage.size_bytes), 0),
+                                                      func.count(MailMessage.id)), account_id, MailMessage)).one()
     return MailVolume(bytes=int(total), messages=int(count))

@@ -13,6 +13,7 @@ from portal.models import LinkState, MailboxPreset, utcnow
 from portal.oauth.client import OAuthError
 from portal.oauth.providers import PROVIDER_LABELS
 from portal.policy import Action
+from portal.scoping import get_in_account
 from portal.web import current_membership, get_scoped_or_404, permission_required
 
 bp = Blueprint("mailbox_oauth", __name__, url_prefix="/settings/mailbox/oauth")
@@ -92,8 +93,8 @@ def callback():
     if error or not request.args.get("code"):
         return refused("認証サーバーがエラーを返しました。しばらくしてからもう一度お試しください。"
                        "続く場合は、推奨設定（クライアントID・リダイレクトURI）を管理者に確認してください。")
-    preset = db.session.get(MailboxPreset, pending["preset_id"])
-    if preset is None or preset.account_id != membership.account_id or not preset.uses_oauth:
+    preset = get_in_account(db.session, MailboxPreset, pending["preset_id"], membership.account_id)
+    if preset is None or not preset.uses_oauth:
         return refused("推奨設定が見つかりません。推奨設定を選び直してください。")
     box = secret_box(current_app.config)
     try:

@@ -16,6 +16,7 @@ from portal.mailsync.network import parse_networks
 from portal.mailsync.verify import FolderSnapshot, verify_mailbox
 from portal.models import (EMAIL_FEATURE, ImportLogEntry, LinkState, MailboxFolder, MailboxLink, MailboxPreset,
                            MailSource, Membership, MembershipState, UnlinkReason)
+from portal.scoping import for_account
 from portal.secretbox import SecretBox
 
 Verifier = Callable[[ServerSettings, ServerSettings, ConnectionPolicy], list[FolderSnapshot]]
@@ -87,9 +88,8 @@ def link_needing_action(membership: Membership | None) -> MailboxLink | None:
 
 def account_links(session: Session, account_id: int) -> list[MailboxLink]:
     """Every live link of the account, by member."""
-    return list(session.scalars(select(MailboxLink).where(MailboxLink.account_id == account_id,
-                                                          MailboxLink.state != LinkState.UNLINKED)
-                                .order_by(MailboxLink.membership_id)))
+    return list(session.scalars(for_account(select(MailboxLink), account_id)
+                                .where(MailboxLink.state != LinkState.UNLINKED).order_by(MailboxLink.membership_id)))
 
 
 @dataclass(frozen=True)
@@ -149,10 +149,8 @@ def imported_counts(session: Session, link_ids: list[int], since: datetime) -> d
 
 def member_link_overview(session: Session, account_id: int, interval: timedelta, now: datetime) -> LinkOverview:
     """Every active member with their link (or 未連携), plus members no longer active whose link was stopped."""
-    members = session.scalars(select(Membership).where(Membership.account_id == account_id)
-                              .order_by(Membership.id)).all()
-    links = session.scalars(select(MailboxLink).where(MailboxLink.account_id == account_id)
-                            .order_by(MailboxLink.id)).all()
+    members = session.scalars(for_account(select(Membership), account_id).order_by(Membership.id)).all()
+    links = session.scalars(for_account(select(MailboxLink), account_id).order_by(MailboxLink.id)).all()
     current: dict[int, MailboxLink] = {}
     for link in links:  # by id, so a later link replaces an earlier one; a live link is never replaced
         held = current.get(link.membership_id)
@@ -188,7 +186,7 @@ def recent_import_log(session: Session, link_id: int, limit: int = 50) -> list[I
 
 def presets_of(session: Session, account_id: int) -> list[MailboxPreset]:
     """The account's recommended server settings, by name."""
-    return list(session.scalars(select(MailboxPreset).where(MailboxPreset.account_id == account_id)
+    return list(session.scalars(for_account(select(MailboxPreset), account_id)
                                 .order_by(MailboxPreset.name, MailboxPreset.id)))
 
 
@@ -273,8 +271,8 @@ def unlink_membership(session: Session, membership_id: int, reason: UnlinkReason
 def unlink_account(session: Session, account_id: int, reason: UnlinkReason, actor_user_id: int | None,
                    now: datetime) -> int:
     """Unlink every live link of an account (no commit); returns how many."""
-    links = session.scalars(select(MailboxLink).where(MailboxLink.account_id == account_id,
-                                                      MailboxLink.state != LinkState.UNLINKED)).all()
+    links = session.scalars(for_account(select(MailboxLink), account_id)
+                            .where(MailboxLink.state != LinkState.UNLINKED)).all()
     for link in links:
         _unlink(session, link, reason, actor_user_id, now)
     return len(links)

@@ -20,6 +20,7 @@ from portal.mailsync.rules import (AccountSnapshot, CustomerRef, Decision, Envel
 from portal.models import (Customer, Direction, FolderRole, ImportLogEntry, LinkState, MailAttachment, MailboxFolder,
                            MailboxLink, MailCustomer, MailMessage, MailSource, MailThread, Membership,
                            MembershipState, User)
+from portal.scoping import for_account
 
 THREAD_WINDOW = timedelta(days=30)
 
@@ -93,12 +94,12 @@ class _Batch:
 def account_snapshot(session: Session, account_id: int) -> AccountSnapshot:
     """Live customers by address and every member address (sign-in and linked mailbox) of the account."""
     customers = {c.email: CustomerRef(c.id, c.email, c.created_at) for c in session.scalars(
-        select(Customer).where(Customer.account_id == account_id, Customer.deleted_at.is_(None)))}
+        for_account(select(Customer), account_id).where(Customer.deleted_at.is_(None)))}
     member_emails = set(session.scalars(
-        select(User.email).join(Membership, Membership.user_id == User.id)
-        .where(Membership.account_id == account_id, Membership.state != MembershipState.DELETED)))
-    member_emails |= set(session.scalars(select(MailboxLink.email).where(
-        MailboxLink.account_id == account_id, MailboxLink.state != LinkState.UNLINKED)))
+        for_account(select(User.email).join(Membership, Membership.user_id == User.id), account_id, Membership)
+        .where(Membership.state != MembershipState.DELETED)))
+    member_emails |= set(session.scalars(for_account(select(MailboxLink.email), account_id)
+                                         .where(MailboxLink.state != LinkState.UNLINKED)))
     return AccountSnapshot(customers, frozenset(member_emails))
 
 
@@ -157,8 +158,8 @@ class _BatchWriter:
         self.session, self.link, self.folder = session, link, folder
         self.parsed = {uid: parse_message(raw) for uid, raw in raws.items()}
         keys = {"mid:" + p.message_id[:240] for p in self.parsed.values() if p.message_id}
-        self.by_key = {m.message_key: m for m in session.scalars(select(MailMessage).where(
-            MailMessage.account_id == link.account_id, MailMessage.message_key.in_(keys)))} if keys else {}
+        known = for_account(select(MailMessage), link.account_id).where(MailMessage.message_key.in_(keys))
+        self.by_key = {m.message_key: m for m in session.scalars(known)} if keys else {}
         self.seen = set(session.scalars(select(MailSource.uid).where(
             MailSource.link_id == link.id, MailSource.folder_role == folder.role,
             MailSource.uidvalidity == folder.uidvalidity, MailSource.uid.in_(list(raws)))))
@@ -175,8 +176,8 @@ class _BatchWriter:
                 return key, existing
         key = _hash_key(raw)
         if key not in self.by_key:
-            self.by_key[key] = self.session.scalar(select(MailMessage).where(
-                MailMessage.account_id == self.link.account_id, MailMessage.message_key == key))
+            self.by_key[key] = self.session.scalar(for_account(select(MailMessage), self.link.account_id)
+                                                   .where(MailMessage.message_key == key))
         return key, self.by_key[key]
 
     def _thread(self, parsed: ParsedMessage, customer_ids: tuple[int, ...], when: datetime) -> MailThread:
@@ -186,9 +187,8 @@ class _BatchWriter:
             if message_id in self.threads_by_header:
                 return self.threads_by_header[message_id]
         if referenced:
-            thread_id = self.session.scalar(select(MailMessage.thread_id).where(
-                MailMessage.account_id == self.link.account_id, MailMessage.message_id_header.in_(referenced),
-                MailMessage.thread_id.is_not(None)).limit(1))
+            thread_id = self.session.scalar(for_account(select(MailMessage.thread_id), self.link.account_id).where(
+                MailMessage.message_id_header.in_(referenced), MailMessage.thread_id.is_not(None)).limit(1))
             if thread_id is not None:
                 return self.session.get(MailThread, thread_id)
         subject_key = normalise_subject(parsed.subject)[:300]
@@ -197,9 +197,9 @@ class _BatchWriter:
                 return self.threads_by_subject[(subject_key, customer_id)]
         if subject_key and customer_ids:
             thread = self.session.scalar(
-                select(MailThread).join(MailMessage, MailMessage.thread_id == MailThread.id)
-                .join(MailCustomer, MailCustomer.message_id == MailMessage.id)
-                .where(MailThread.account_id == self.link.account_id, MailThread.subject_key == subject_key,
+                for_account(select(MailThread).join(MailMessage, MailMessage.thread_id == MailThread.id)
+                            .join(MailCustomer, MailCustomer.message_id == MailMessage.id), self.link.account_id)
+                .where(MailThread.subject_key == subject_key,
                        MailCustomer.customer_id.in_(customer_ids),
                        MailThread.last_message_at >= when - THREAD_WINDOW).limit(1))
             if thread is not None:

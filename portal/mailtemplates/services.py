@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, selectinload
 from portal import audit
 from portal.models import MailDraft, MailTemplate, Membership, Sequence, SequenceStep
 from portal.policy import Action, PermissionDenied, can, ensure
+from portal.scoping import for_account
 
 
 class TemplateInUse(Exception):
@@ -31,7 +32,7 @@ class TemplateData:
 
 def template_list(account_id: int) -> Select:
     """All templates of the account by name, owners loaded for the 個人 badge (for pagination)."""
-    return (select(MailTemplate).where(MailTemplate.account_id == account_id)
+    return (for_account(select(MailTemplate), account_id)
             .options(selectinload(MailTemplate.owner_membership).selectinload(Membership.user))
             .order_by(MailTemplate.name, MailTemplate.id))
 

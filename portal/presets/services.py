@@ -8,6 +8,7 @@ from portal import audit
 from portal.mailbox.oauth import preset_secret_context
 from portal.models import AuthMethod, LinkState, MailboxLink, MailboxPreset, Membership, OAuthProvider, Security
 from portal.policy import Action, PermissionDenied, ensure
+from portal.scoping import for_account
 from portal.secretbox import SecretBox
 
 OAUTH_COLUMNS = ("oauth_provider", "oauth_discovery_url", "oauth_scopes", "oauth_tenant", "oauth_client_id")
@@ -62,9 +63,8 @@ class MissingSecretBox(Exception):
 
 def links_using(session: Session, preset: MailboxPreset) -> int:
     """How many links that are not unlinked depend on the preset's client app (連携中, エラー or 要再認証)."""
-    return session.scalar(select(func.count()).select_from(MailboxLink).where(
-        MailboxLink.preset_id == preset.id, MailboxLink.account_id == preset.account_id,
-        MailboxLink.state != LinkState.UNLINKED)) or 0
+    return session.scalar(for_account(select(func.count()).select_from(MailboxLink), preset.account_id, MailboxLink)
+                          .where(MailboxLink.preset_id == preset.id, MailboxLink.state != LinkState.UNLINKED)) or 0
 
 
 def _audit_fields(data: PresetData, secret_changed: bool) -> dict:
@@ -139,8 +139,8 @@ def delete_preset(session: Session, actor: Membership, preset: MailboxPreset) ->
     in_use = links_using(session, preset)
     if in_use:
         raise PresetInUse(in_use)
-    for link in session.scalars(select(MailboxLink).where(MailboxLink.preset_id == preset.id,
-                                                          MailboxLink.account_id == preset.account_id)):
+    for link in session.scalars(for_account(select(MailboxLink), preset.account_id)
+                                .where(MailboxLink.preset_id == preset.id)):
         link.preset_id = None
     audit.record(session, preset.account_id, actor.user_id, "mailbox_preset.delete", "mailbox_preset", preset.id,
                  name=preset.name)

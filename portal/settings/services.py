@@ -7,6 +7,7 @@ from portal.auth.services import normalise_email
 from portal.customers.services import CustomerData, create_customer
 from portal.mailbox.services import unlink_account
 from portal.models import Account, AccountStatus, Membership, Role, UnlinkReason, utcnow
+from portal.scoping import for_account
 from portal.settings.demo_mail import seed_demo_mail
 from portal.users.services import add_member
 
@@ -82,7 +83,7 @@ def seed_demo(session: Session) -> Account:
     """Create the demo account with one member per role, a few customers, templates, an automation and mail."""
     owner_email, owner_name, _ = DEMO_MEMBERS[0]
     account = create_account(session, DEMO_ACCOUNT, owner_email, DEMO_PASSWORD, owner_name)
-    owner = session.scalar(select(Membership).where(Membership.account_id == account.id))
+    owner = session.scalar(for_account(select(Membership), account.id))
     members = [owner]
     for email, name, role in DEMO_MEMBERS[1:]:
         members.append(add_member(session, account, owner, email, name, role, DEMO_PASSWORD)[0])

@@ -11,6 +11,7 @@ from portal.mailbox.services import unlink_membership
 from portal.models import (Account, Customer, Invitation, Membership, MembershipState, Role, UnlinkReason, User,
                            utcnow)
 from portal.policy import Action, ensure
+from portal.scoping import for_account
 
 
 class MemberRuleBroken(Exception):
@@ -19,9 +20,8 @@ class MemberRuleBroken(Exception):
 
 def _active_owner_count(session: Session, account_id: int) -> int:
     """How many active owners the account has."""
-    return session.scalar(select(func.count(Membership.id)).where(
-        Membership.account_id == account_id, Membership.role == Role.OWNER,
-        Membership.state == MembershipState.ACTIVE))
+    return session.scalar(for_account(select(func.count(Membership.id)), account_id).where(
+        Membership.role == Role.OWNER, Membership.state == MembershipState.ACTIVE))
 
 
 def _guard(session: Session, actor: Membership, target: Membership, new_role: Role | None = None,
@@ -38,8 +38,8 @@ def _guard(session: Session, actor: Membership, target: Membership, new_role: Ro
 def members_of(session: Session, account_id: int) -> list[Membership]:
     """Members of the account that are not deleted, in the order they joined."""
     return list(session.scalars(
-        select(Membership).where(Membership.account_id == account_id,
-                                 Membership.state != MembershipState.DELETED).order_by(Membership.id)))
+        for_account(select(Membership), account_id).where(Membership.state != MembershipState.DELETED)
+        .order_by(Membership.id)))
 
 
 def add_member(session: Session, account: Account, actor: Membership | None, email: str, name: str, role: Role,
@@ -57,8 +57,7 @@ def add_member(session: Session, account: Account, actor: Membership | None, ema
         user = User(email=email, name=name.strip(), password_hash=passwords.hash_password(initial_password))
         session.add(user)
         session.flush()
-    membership = session.scalar(select(Membership).where(Membership.account_id == account.id,
-                                                         Membership.user_id == user.id))
+    membership = session.scalar(for_account(select(Membership), account.id).where(Membership.user_id == user.id))
     if membership is not None and membership.state != MembershipState.DELETED:
         raise MemberRuleBroken("このメールアドレスのユーザーはすでに登録されています。")
     if membership is None:
@@ -124,7 +123,7 @@ OWNERS_ONLY = "オーナーの追加・変更はオーナーのみが行えま�
 
 def pending_invitations(session: Session, account_id: int) -> list[Invitation]:
     """The account's invitations not yet accepted (expired ones included, to renew or cancel), oldest first."""
-    return list(session.scalars(select(Invitation).where(Invitation.account_id == account_id)
+    return list(session.scalars(for_account(select(Invitation), account_id)
                                 .order_by(Invitation.created_at, Invitation.id)))
 
 
@@ -138,12 +137,13 @@ def invite_member(session: Session, actor: Membership, email: str, name: str, ro
     if role == Role.OWNER and actor.role != Role.OWNER:
         raise MemberRuleBroken(OWNERS_ONLY)
     email = normalise_email(email)
-    member = session.scalar(select(Membership.id).join(User, User.id == Membership.user_id).where(
-        Membership.account_id == actor.account_id, User.email == email, Membership.state != MembershipState.DELETED))
+    member = session.scalar(for_account(select(Membership.id).join(User, User.id == Membership.user_id),
+                                        actor.account_id).where(User.email == email,
+                                                                Membership.state != MembershipState.DELETED))
     if member is not None:
         raise MemberRuleBroken("このメールアドレスのユーザーはすでに登録されています。")
-    if session.scalar(select(Invitation.id).where(Invitation.account_id == actor.account_id,
-                                                  Invitation.email == email)) is not None:
+    if session.scalar(for_account(select(Invitation.id), actor.account_id)
+                      .where(Invitation.email == email)) is not None:
         raise MemberRuleBroken("このメールアドレスはすでに招待中です。一覧から招待リンクを発行し直せます。")
     token, digest = new_token()
     invitation = Invitation(account_id=actor.account_id, email=email, name=name.strip(), role=role,
