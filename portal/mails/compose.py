@@ -16,6 +16,7 @@ from portal.mails import sending
 from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
 from portal.mailtemplates.services import templates_for
 from portal.models import Customer, Direction, LinkState, MailboxLink, MailDraft, MailMessage, MailTemplate, Membership
+from portal.scoping import get_in_account
 
 _REPLY_PREFIX = re.compile(r"(re|返信)\s*[:：]", re.IGNORECASE)
 NO_MAILBOX = "メールボックスが連携されていないため、返信できません。メールボックス連携を行ってください。"
@@ -95,8 +96,7 @@ def reply_customer(original: MailMessage, to: str) -> Customer | None:
 def insert_template(session: Session, actor: Membership, template_id: int, customer: Customer | None,
                     body: str) -> tuple[str, MailTemplate]:
     """The chosen template's body, placeholders filled, above what is already written; and the template."""
-    template = session.scalar(select(MailTemplate).where(MailTemplate.account_id == actor.account_id,
-                                                         MailTemplate.id == template_id))
+    template = get_in_account(session, MailTemplate, template_id, actor.account_id)
     if template is None:
         raise TemplateNotFound(template_id)
     values = PlaceholderValues(customer_name=customer.name if customer else "",
