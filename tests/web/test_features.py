@@ -35,7 +35,9 @@ def test_turning_on_starts_billing_and_shows_on(client, auth):
     assert is_enabled(db.session, account.id)
     event = db.session.scalar(select(BillingEvent))
     assert (event.feature, event.enabled, event.actor_user_id) == ("email", True, owner.user_id)
-    assert db.session.scalar(select(AuditLog.action).where(AuditLog.action == "feature.on")) == "feature.on"
+    entries = db.session.execute(select(AuditLog.action, AuditLog.actor_user_id).where(
+        AuditLog.account_id == account.id, AuditLog.action.like("feature.%"))).all()
+    assert [tuple(entry) for entry in entries] == [("feature.on", owner.user_id)]
 
 
 def test_turning_off_unlinks_every_mailbox_of_the_account_only(client, auth):
