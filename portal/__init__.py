@@ -23,6 +23,8 @@ def create_app(config: dict | None = None) -> Flask:
     check_allowed_networks(app)
     trust_proxies(app)
     register_extensions(app)
+    from portal import inputs
+    inputs.init_app(app)  # before the blueprints: their <int:> rules take its bounded converter
     register_blueprints(app)
     register_template_helpers(app)
     from portal import errors, cli

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+
 
 def normalise_database_url(url: str) -> str:
     """Point plain postgresql:// URLs at the psycopg 3 driver the portal ships with."""
@@ -32,6 +34,12 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
     default_db = "sqlite:///" + str(Path(instance_path) / "portal.db")
     return {
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(environ.get("DATABASE_URL", default_db)),
+        # A failed statement's error (and so the log) never carries its values: password hashes, mail text.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"hide_parameters": True},
+        # The largest request body, and the largest form held in memory: a 100,000-character Japanese mail body
+        # is about 900 KB once form-encoded (Werkzeug's own form default of 500 KB would refuse it).
+        "MAX_CONTENT_LENGTH": MAX_REQUEST_BYTES,
+        "MAX_FORM_MEMORY_SIZE": MAX_REQUEST_BYTES,
         "SECRET_KEY": environ.get("SECRET_KEY")
         or read_or_create_secret(instance_path, "secret_key", lambda: secrets.token_urlsafe(48)),
         "MAILBOX_ENCRYPTION_KEY": environ.get("MAILBOX_ENCRYPTION_KEY")

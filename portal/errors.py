@@ -1,4 +1,4 @@
-"""Japanese error pages for 400/403/404/405/429/500 and CSRF failures."""
+"""Japanese error pages for 400/403/404/405/413/422/429/500 and CSRF failures."""
 from flask import Flask, render_template
 from flask_wtf.csrf import CSRFError
 
@@ -9,6 +9,8 @@ MESSAGES = {
     403: ("閲覧権限がありません", "この画面を表示または操作する権限がありません。"),
     404: ("ページが見つかりません", "お探しのページは存在しないか、削除された可能性があります。"),
     405: ("この操作はできません", "このページではその操作を受け付けていません。"),
+    413: ("送信データが大きすぎます", "一度に送信できるのは2MBまでです。本文などを短くして、もう一度お試しください。"),
+    422: ("入力内容を確認してください", "入力内容に誤りがあります。内容を確認して、もう一度お試しください。"),
     429: ("しばらくお待ちください", "短時間に操作が集中しました。時間をおいて、もう一度お試しください。"),
     500: ("エラーが発生しました", "申し訳ありません。処理中にエラーが発生しました。時間をおいて、もう一度お試しください。"),
 }
@@ -26,9 +28,9 @@ def init_app(app: Flask) -> None:
     def csrf_error(error):
         return render_error(400, "フォームの有効期限が切れたか、不正な送信です。画面を読み込み直して、もう一度お試しください。")
 
-    for status in (400, 403, 404, 405, 429):
+    for status in (400, 403, 404, 405, 413, 422, 429):
         app.register_error_handler(status, lambda error, status=status: render_error(
-            status, error.description if status != 429 and _is_custom(error) else None))
+            status, error.description if status not in (413, 429) and _is_custom(error) else None))
 
     @app.errorhandler(500)
     def server_error(error):

@@ -1,9 +1,62 @@
-"""Validators and fields with Japanese messages shared by every form."""
-from wtforms import IntegerField, SelectField, StringField
+"""The base form, validators and fields with Japanese messages shared by every form."""
+from flask_wtf import FlaskForm
+from wtforms import FieldList, FormField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Regexp, StopValidation, ValidationError
 
 from portal.email_address import INVALID_EMAIL, is_valid_email
+from portal.inputs import CONTROL_CHARACTER_MESSAGE, has_control_characters
+
+LINE_BREAK_MESSAGE = "改行を含めることはできません。1行で入力してください。"
+TAB_MESSAGE = "タブを含めることはできません。"
+# The ceiling of a text field that names no max_length of its own (every field has one).
+DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH_MULTILINE = 1_000, 100_000
+
+
+class PortalForm(FlaskForm):
+    """Every form's base: the input rule of portal.inputs, applied to each submitted field.
+
+    A C0 control character (a NUL above all) is refused in every field, tab and line breaks everywhere but in a
+    multi-line field (TextAreaField); a field without a Length validator of its own gets a default ceiling.
+    """
+
+    def validate(self, extra_validators=None) -> bool:
+        """The form's own checks, then the input rule (whose message replaces the others of that field)."""
+        valid = super().validate(extra_validators)
+        for field in submitted_text_fields(self):
+            problem = input_rule_problem(field)
+            if problem:
+                field.errors[:] = [problem]
+                valid = False
+        return valid
+
+
+def submitted_text_fields(form):
+    """The form's fields, rows of field lists and subforms included."""
+    for field in form:
+        if isinstance(field, FieldList):
+            for entry in field:
+                yield from (submitted_text_fields(entry.form) if isinstance(entry, FormField) else [entry])
+        elif isinstance(field, FormField):
+            yield from submitted_text_fields(field.form)
+        else:
+            yield field
+
+
+def input_rule_problem(field) -> str | None:
+    """The Japanese message for a submitted value the portal never accepts, or None."""
+    multiline = isinstance(field, TextAreaField)
+    values = [field.data] if isinstance(field.data, str) else [v for v in field.raw_data or [] if isinstance(v, str)]
+    for value in values:
+        if has_control_characters(value, multiline=True):
+            return CONTROL_CHARACTER_MESSAGE
+        if not multiline and has_control_characters(value):
+            return TAB_MESSAGE if "\t" in value and not any(c in value for c in "\r\n") else LINE_BREAK_MESSAGE
+    if not any(isinstance(validator, Length) for validator in field.validators):
+        limit = DEFAULT_MAX_LENGTH_MULTILINE if multiline else DEFAULT_MAX_LENGTH
+        if any(len(value) > limit for value in values):
+            return f"{limit:,}文字以内で入力してください。"
+    return None
 
 
 def required():

@@ -7,6 +7,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from portal.extensions import db, login_manager
+from portal.inputs import MAX_ID
 from portal.models import Membership
 from portal.policy import Action, can
 from portal.scoping import for_account, get_in_account
@@ -57,6 +58,8 @@ def scoped(model):
 
 def get_scoped_or_404(model, object_id: int, *criteria):
     """Load one object of the current account, or 404 (another account's object does not exist)."""
+    if not isinstance(object_id, int) or not 1 <= object_id <= MAX_ID:
+        abort(404)  # past the id column's range (PostgreSQL would refuse the query): no such object
     obj = get_in_account(db.session, model, object_id, current_membership().account_id, *criteria)
     if obj is None:
         abort(404)

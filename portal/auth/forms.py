@@ -1,12 +1,12 @@
 """Sign-in and account-choice forms."""
-from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, IntegerField, PasswordField
-from wtforms.validators import DataRequired, EqualTo, Length
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange
 
-from portal.forms import max_length, required, strip
+from portal.forms import PortalForm, max_length, required, strip
+from portal.inputs import MAX_ID
 
 
-class LoginForm(FlaskForm):
+class LoginForm(PortalForm):
     """Email and password."""
 
     email = EmailField("メールアドレス", validators=[required(), max_length(254)], filters=[strip])
@@ -14,10 +14,11 @@ class LoginForm(FlaskForm):
     next = HiddenField()
 
 
-class SelectAccountForm(FlaskForm):
+class SelectAccountForm(PortalForm):
     """The membership to work in."""
 
-    membership_id = IntegerField(validators=[DataRequired(message="アカウントを選択してください。")])
+    membership_id = IntegerField(validators=[DataRequired(message="アカウントを選択してください。"),
+                                             NumberRange(min=1, max=MAX_ID, message="このアカウントは選択できません。")])
     next = HiddenField()
 
 
@@ -36,7 +37,7 @@ def confirm_field() -> PasswordField:
         required(), EqualTo("password", message="確認用のパスワードが一致しません。")])
 
 
-class ChangePasswordForm(FlaskForm):
+class ChangePasswordForm(PortalForm):
     """Self-service change: the current password, then the new one twice."""
 
     current_password = PasswordField("現在のパスワード", validators=[required(), max_length(PASSWORD_MAX)])
@@ -44,14 +45,14 @@ class ChangePasswordForm(FlaskForm):
     password_confirm = confirm_field()
 
 
-class ResetPasswordForm(FlaskForm):
+class ResetPasswordForm(PortalForm):
     """A reset link's form: the new password twice."""
 
     password = new_password_field()
     password_confirm = confirm_field()
 
 
-class JoinForm(FlaskForm):
+class JoinForm(PortalForm):
     """An invitation link opened without a session: one form whether or not the address already has a login.
 
     A new address sets this password; an existing login types its own (twice, so the page is the same).
@@ -62,7 +63,7 @@ class JoinForm(FlaskForm):
         required(), EqualTo("password", message="確認用のパスワードが一致しません。")])
 
 
-class InvitationAnswerForm(FlaskForm):
+class InvitationAnswerForm(PortalForm):
     """Accept or decline, for someone already signed in as the invited address (or declining without signing in)."""
 
     answer = HiddenField()

@@ -1,12 +1,11 @@
 """The sequence form: a name, the 自動停止 checkbox and a fixed table of step rows."""
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, FieldList, Form, FormField, IntegerField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.utils import unset_value
 from wtforms.validators import NumberRange, Optional, StopValidation
 
 from portal.automations.services import MAX_STEPS, MAX_WAIT_DAYS, StepData
-from portal.forms import ChoiceField, max_length, required, strip
+from portal.forms import PortalForm, ChoiceField, max_length, required, strip
 
 STOP_ON_REPLY_LABEL = "お客様からメールを受信したら、セールスオートメーションを自動で停止"
 
@@ -53,7 +52,7 @@ class StepRows(FieldList):
             self._add_entry(formdata)
 
 
-class SequenceForm(FlaskForm):
+class SequenceForm(PortalForm):
     """Name, 自動停止 (on by default) and up to MAX_STEPS step rows; empty rows are ignored."""
 
     name = StringField("セールスオートメーション名", filters=[strip], validators=[required(), max_length(100)])

@@ -7,6 +7,7 @@ from portal.customers.routes import RESTRICTED
 from portal.customers.services import may_open
 from portal.extensions import db
 from portal.features.services import is_enabled
+from portal.inputs import bounded_id
 from portal.mailtemplates.services import templates_for
 from portal.models import Customer, Enrollment, Sequence, utcnow
 from portal.policy import Action, PermissionDenied
@@ -141,7 +142,7 @@ def enroll(sequence_id: int):
 @member_required
 def enroll_chosen():
     """Enrol a customer in the sequence chosen in the customer page's picker (sequence_id in the form)."""
-    sequence_id = request.form.get("sequence_id", type=int)
+    sequence_id = request.form.get("sequence_id", type=bounded_id)
     if sequence_id is None:
         customer = _form_customer()
         authorize(Action.ENROLL_CUSTOMERS)
@@ -151,7 +152,7 @@ def enroll_chosen():
 
 def _form_customer() -> Customer:
     """The live customer of the current account named by customer_id in the form (404 otherwise)."""
-    customer_id = request.form.get("customer_id", type=int)
+    customer_id = request.form.get("customer_id", type=bounded_id)
     if customer_id is None:
         abort(404)
     return get_scoped_or_404(Customer, customer_id, Customer.deleted_at.is_(None))

@@ -1,10 +1,10 @@
 """Customer form."""
-from flask_wtf import FlaskForm
 from wtforms import EmailField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional
 
-from portal.forms import email_address, max_length, required, strip
+from portal.forms import PortalForm, email_address, max_length, required, strip
+from portal.inputs import bounded_id
 from portal.models import MembershipState
 
 
@@ -13,12 +13,12 @@ def _member_id_or_none(value):
     if value in (None, "", "None"):
         return None
     try:
-        return int(value)
+        return bounded_id(value)
     except (TypeError, ValueError):
         return -1
 
 
-class CustomerForm(FlaskForm):
+class CustomerForm(PortalForm):
     """Name, email, company and 担当者 of a customer."""
 
     name = StringField("顧客名", validators=[required(), max_length(200)], filters=[strip])

@@ -1,12 +1,13 @@
 """Confirmation forms for turning a feature on or off."""
-from flask_wtf import FlaskForm
 from wtforms import BooleanField
 from wtforms.validators import DataRequired
+
+from portal.forms import PortalForm
 
 AGREE = "内容を確認し、同意のうえチェックを入れてください。"
 
 
-class TurnOnForm(FlaskForm):
+class TurnOnForm(PortalForm):
     """Both agreements must be ticked before billing starts."""
 
     agree_billing = BooleanField("有料オプションであり、オンにした時点から課金が開始されることに同意します",
@@ -15,7 +16,7 @@ class TurnOnForm(FlaskForm):
                                  validators=[DataRequired(message=AGREE)])
 
 
-class TurnOffForm(FlaskForm):
+class TurnOffForm(PortalForm):
     """The member acknowledges that every mailbox link stops."""
 
     agree_unlink = BooleanField("アカウントのすべてのメールボックス連携が解除されることを理解しました",

@@ -1,14 +1,13 @@
 """The mailbox link form."""
-from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional
 
-from portal.forms import (ServerFieldsMixin, email_address, host_field, max_length, port_field, required,
+from portal.forms import (PortalForm, ServerFieldsMixin, email_address, host_field, max_length, port_field, required,
                           security_field, strip)
 
 
-class LinkForm(ServerFieldsMixin, FlaskForm):
+class LinkForm(ServerFieldsMixin, PortalForm):
     """The address, the server settings (typed or from a preset) and the credentials."""
 
     preset_id = SelectField("推奨設定から選ぶ", validate_choice=False)
@@ -44,7 +43,7 @@ class LinkForm(ServerFieldsMixin, FlaskForm):
                 field.process_errors = []
 
 
-class ReauthForm(FlaskForm):
+class ReauthForm(PortalForm):
     """New passwords for a link whose login was rejected."""
 
     imap_password = PasswordField("IMAPパスワード", validators=[required(), max_length(500)])

@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from portal.background import run_sync
 from portal.extensions import db
 from portal.features.services import FeatureOff, is_enabled
+from portal.inputs import bounded_id
 from portal.mailbox import checks, services
 from portal.mailbox.credentials import secret_box
 from portal.mailbox.forms import LinkForm, ReauthForm
@@ -42,7 +43,7 @@ def _chosen_preset(form: LinkForm) -> MailboxPreset | None:
     if not form.preset_id.data:
         return None
     try:
-        preset_id = int(form.preset_id.data)
+        preset_id = bounded_id(form.preset_id.data)
     except ValueError:
         return None
     return db.session.scalar(scoped(MailboxPreset).where(MailboxPreset.id == preset_id))

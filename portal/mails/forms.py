@@ -1,10 +1,9 @@
 """Forms of the mail screens: the list's filters and the reply composer."""
-from flask_wtf import FlaskForm
 from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional, Regexp, ValidationError
 
-from portal.forms import email_address, max_length, required, strip
+from portal.forms import PortalForm, email_address, max_length, required, strip
 from portal.mails.sending import InvalidHeader, check_header_text
 
 
@@ -27,7 +26,7 @@ class JapaneseDateField(DateField):
             raise ValueError("日付は YYYY-MM-DD の形式で入力してください。") from error
 
 
-class MailFilterForm(FlaskForm):
+class MailFilterForm(PortalForm):
     """送受信メール一覧の絞り込み (GET, so no CSRF token)."""
 
     class Meta:
@@ -47,7 +46,7 @@ class MailFilterForm(FlaskForm):
             raise ValidationError("終了日は開始日以降の日付を入力してください。")
 
 
-class ComposeForm(FlaskForm):
+class ComposeForm(PortalForm):
     """返信 and new mail: one recipient, a subject, a body, and the template to insert."""
 
     to = StringField("宛先", filters=[strip], validators=[required(), max_length(254), no_line_breaks,

@@ -9,6 +9,7 @@ from wtforms.fields.choices import SelectChoice
 
 from portal.customers.services import may_open
 from portal.extensions import db
+from portal.inputs import bounded_id, clamp_date, requested_page
 from portal.mails import compose, sending, services
 from portal.mails.forms import ComposeForm, MailFilterForm
 from portal.mails.render import estimated_frame_height, render_mail_html
@@ -31,7 +32,7 @@ def index():
     customer = (db.session.get(Customer, filters.customer_id) if filters.customer_id else None)
     if customer is not None and customer.account_id != membership.account_id:
         abort(404)
-    config, number = current_app.config, request.args.get("page", 1, type=int)
+    config, number = current_app.config, requested_page()
     if filters.text.strip():
         page = services.search_page(db.session, membership.account_id, filters, number, config["PER_PAGE"],
                                     services.SearchLimits(**config["SEARCH_LIMITS"]))
@@ -48,12 +49,12 @@ def index():
 def _filters(form: MailFilterForm, valid: bool) -> services.MailFilters:
     """The list filters from the query string; invalid fields filter nothing."""
     direction = form.direction.data if form.direction.data in ("received", "sent") else None
-    member = request.args.get("member", type=int)
+    member = request.args.get("member", type=bounded_id)
     return services.MailFilters(
-        customer_id=request.args.get("customer", type=int), membership_id=member,
+        customer_id=request.args.get("customer", type=bounded_id), membership_id=member,
         direction=Direction(direction) if direction else None,
-        date_from=form.date_from.data if not form.date_from.errors else None,
-        date_to=form.date_to.data if valid or not form.date_to.errors else None,
+        date_from=clamp_date(form.date_from.data) if not form.date_from.errors else None,
+        date_to=clamp_date(form.date_to.data) if valid or not form.date_to.errors else None,
         text=(form.q.data or "") if not form.q.errors else "")
 
 
@@ -214,7 +215,10 @@ def _jst(value) -> str:
 
 def _template_id(form: ComposeForm) -> int | None:
     """The chosen template's id, if any."""
-    return int(form.template_id.data) if (form.template_id.data or "").isdigit() else None
+    try:
+        return bounded_id(form.template_id.data)
+    except (TypeError, ValueError):
+        return None
 
 
 def _insert_template(form: ComposeForm, membership, customer) -> None:

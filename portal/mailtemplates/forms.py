@@ -1,9 +1,8 @@
 """The template form: メールテンプレートの作成/編集."""
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import ValidationError
 
-from portal.forms import max_length, required, strip
+from portal.forms import PortalForm, max_length, required, strip
 from portal.mailtemplates.placeholders import PLACEHOLDERS, unknown_placeholders
 
 
@@ -26,7 +25,7 @@ def unix_newlines(value):
     return value.replace("\r\n", "\n").replace("\r", "\n") if isinstance(value, str) else value
 
 
-class TemplateForm(FlaskForm):
+class TemplateForm(PortalForm):
     """Name, subject and body; the shared checkbox is removed for members who may not share."""
 
     name = StringField("テンプレート名", filters=[strip], validators=[required(), max_length(100)])

@@ -2,12 +2,11 @@
 import re
 from typing import Mapping
 
-from flask_wtf import FlaskForm
 from wtforms import PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Regexp, StopValidation
 
-from portal.forms import (ChoiceField, ServerFieldsMixin, host_field, max_length, port_field, required,
+from portal.forms import (ChoiceField, PortalForm, ServerFieldsMixin, host_field, max_length, port_field, required,
                           security_field, strip)
 from portal.models import OAuthProvider
 from portal.oauth.client import OAuthError, UrlPolicy, check_url
@@ -40,7 +39,7 @@ def provider_choices() -> list[SelectChoice]:
     return choices
 
 
-class PresetForm(ServerFieldsMixin, FlaskForm):
+class PresetForm(ServerFieldsMixin, PortalForm):
     """Name, IMAP and SMTP host, port and security, and how members log in: a password or OAuth2."""
 
     name = StringField("設定名", filters=[strip], validators=[required(), max_length(100)])

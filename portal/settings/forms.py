@@ -1,11 +1,10 @@
 """Account settings form."""
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, StringField
 
-from portal.forms import max_length, required, strip
+from portal.forms import PortalForm, max_length, required, strip
 
 
-class AccountSettingsForm(FlaskForm):
+class AccountSettingsForm(PortalForm):
     """Account name and 担当者閲覧制限."""
 
     name = StringField("アカウント名（会社名）", validators=[required(), max_length(200)], filters=[strip])

@@ -1,10 +1,9 @@
 """Member management forms."""
-from flask_wtf import FlaskForm
 from wtforms import EmailField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import ValidationError
 
-from portal.forms import ChoiceField, email_address, max_length, required, strip
+from portal.forms import PortalForm, ChoiceField, email_address, max_length, required, strip
 from portal.models import Role
 from portal.policy import ROLE_LABELS
 
@@ -23,7 +22,7 @@ class RoleField(ChoiceField):
             raise ValidationError("権限を選択してください。")
 
 
-class InviteMemberForm(FlaskForm):
+class InviteMemberForm(PortalForm):
     """An invitation: email, the name to use for a new login, and role (no password: the person sets their own)."""
 
     email = EmailField("メールアドレス", validators=[required(), max_length(254), email_address()], filters=[strip])
@@ -31,7 +30,7 @@ class InviteMemberForm(FlaskForm):
     role = RoleField()
 
 
-class RoleForm(FlaskForm):
+class RoleForm(PortalForm):
     """A member's new role."""
 
     role = RoleField()
