@@ -10,6 +10,7 @@ from portal.auth.services import normalise_email
 from portal.background import run_sync
 from portal.email_address import INVALID_EMAIL, is_valid_email
 from portal.extensions import db
+from portal.inputs import has_control_characters
 from portal.mailbox.credentials import secret_box
 from portal.mailbox.services import rotate_encryption_key
 from portal.models import Account, AccountStatus, User, utcnow
@@ -36,6 +37,9 @@ def init_app(app: Flask) -> None:
         """Create an account with its owner."""
         if not name.strip():
             raise click.BadParameter("アカウント名を入力してください。", param_hint="--name")
+        for value, hint in ((name, "--name"), (owner_name or "", "--owner-name")):
+            if has_control_characters(value):
+                raise click.BadParameter("改行や制御文字を含めることはできません。", param_hint=hint)
         if not is_valid_email(normalise_email(owner_email)):
             raise click.BadParameter(INVALID_EMAIL, param_hint="--owner-email")
         if len(owner_password) < 10:

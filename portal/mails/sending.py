@@ -31,6 +31,7 @@ URL_PATTERN = re.compile(r"https?://[^\s<>\"'（）「」、。]+", re.IGNORECAS
 # Real line breaks, typed or inside an RFC 2047 encoded word (which the mail library decodes): either could start
 # a new header (header injection). Text that merely names one (`C:\\new`, `%0a`, `=0A`) is harmless and allowed.
 _HEADER_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 MAX_REFERENCES = 20
 
 
@@ -110,6 +111,14 @@ def check_header_text(field_name: str, value: str) -> str:
     if _HEADER_BREAKS.search(value or "") or _HEADER_BREAKS.search(decode_header_value(value or "")):
         raise InvalidHeader(field_name, "改行を含めることはできません。")
     return value
+
+
+def one_line(name: str) -> str:
+    """A stored name as a header's display name: line breaks and other controls become spaces.
+
+    The forms refuse them now, but older rows (and names typed before) may hold one: Address() would raise on it.
+    """
+    return " ".join(_CONTROLS.sub(" ", name or "").split())
 
 
 def recipient_address(value: str) -> Address:
@@ -262,7 +271,7 @@ def _mime(member: Membership, link: MailboxLink, to: Address, subject: str, mess
           outgoing: Outgoing, sent_at: datetime, html_part: str) -> EmailMessage:
     """The MIME message: plain text with an HTML alternative, headers from Address objects only."""
     mime = EmailMessage()
-    mime["From"] = Address(display_name=member.user.name, addr_spec=link.email)
+    mime["From"] = Address(display_name=one_line(member.user.name), addr_spec=link.email)
     mime["To"] = to
     mime["Subject"] = subject
     mime["Date"] = format_datetime(sent_at)
