@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need and run the whole suite twice: on SQLite, then on PostgreSQL.
+# Install what the tests need, lint with ruff, and run the whole suite twice: on SQLite, then on PostgreSQL.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -20,6 +20,9 @@ run_suite() {
   if [ "$status" = 5 ]; then echo "No tests were collected on $label." >&2; return 1; fi
   return "$status"
 }
+
+echo "=== ruff check ==="
+"$VENV/bin/ruff" check "$ROOT"  # a lint failure fails the run before the long suite starts
 
 PYTEST_ARGS=("$@")
 run_suite "SQLite" env -u TEST_DATABASE_URL

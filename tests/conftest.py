@@ -7,12 +7,13 @@ import psycopg
 import pytest
 from sqlalchemy import make_url
 
+# Every app the tests build keeps its generated secrets here, not in the repository's instance/.
 os.environ.setdefault("PORTAL_INSTANCE_PATH", tempfile.mkdtemp(prefix="portal-test-instance-"))
 
-from portal import create_app  # noqa: E402
-from portal.config import normalise_database_url  # noqa: E402
-from portal.extensions import db, limiter  # noqa: E402
-from tests.factories import LOOPBACK_NETWORKS, PASSWORD, TEST_KEY  # noqa: E402
+from portal import create_app
+from portal.config import normalise_database_url
+from portal.extensions import db, limiter
+from tests.factories import LOOPBACK_NETWORKS, PASSWORD, TEST_KEY
 
 # The mail-server fixtures serve the integration and browser tests alike.
 pytest_plugins = ["tests.integration.fixtures"]

@@ -133,7 +133,7 @@ class PinnedIMAPClient(IMAPClient):
         self._addresses = addresses
         super().__init__(host, **kwargs)
 
-    def _create_IMAP4(self):
+    def _create_IMAP4(self):  # noqa: N802 (imapclient's name)
         connect_timeout = getattr(self._timeout, "connect", None)
         if self.ssl:
             return _PinnedIMAP4TLS(self.host, self.port, self.ssl_context, connect_timeout, self._addresses)

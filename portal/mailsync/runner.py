@@ -129,7 +129,7 @@ class LeaseHeartbeat:
                         self.lost = True
                         log.warning("sync lease of link %s was lost to another pass", self.link_id)
                         return
-            except Exception:  # noqa: BLE001 - a busy database must not end the pass; the next beat retries
+            except Exception:  # a busy database must not end the pass; the next beat retries
                 log.exception("could not renew the sync lease of link %s", self.link_id)
 
 

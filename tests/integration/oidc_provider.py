@@ -459,7 +459,7 @@ class OidcProvider:
             """Sign-in and consent page (validates the request first, as real providers do)."""
             try:
                 grant = server.get_consent_grant(end_user=None)
-            except Exception as error:  # an invalid client or redirect URI is shown, never redirected
+            except Exception as error:  # noqa: BLE001 - an invalid client or redirect URI is shown, never redirected
                 return f"<p id='error'>{html.escape(str(error))}</p>", 400
             scopes = grant.request.payload.scope.split()
             boxes = "".join(
@@ -478,7 +478,7 @@ class OidcProvider:
             """Deny, or sign the user in and grant the ticked scopes."""
             try:
                 grant = server.get_consent_grant(end_user=None)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - as above
                 return f"<p id='error'>{html.escape(str(error))}</p>", 400
             if request.form.get("decision") != "allow":
                 return server.create_authorization_response(grant_user=None, grant=grant)

@@ -778,7 +778,7 @@ class _Recorder:
     def __init__(self, server: SmtpServer):
         self.server = server
 
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802 (aiosmtpd's name)
         """Like aiosmtpd's default MAIL, but with a 530 when the client has not authenticated."""
         if self.server.auth_required and not session.authenticated:
             return "530 5.7.0 Authentication required"
@@ -786,7 +786,7 @@ class _Recorder:
         envelope.mail_options.extend(mail_options)
         return "250 OK"
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 (aiosmtpd's name)
         """Accept a recipient unless the test marked it as unknown."""
         if address.lower() in self.server.rejected_recipients:
             return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
@@ -794,7 +794,7 @@ class _Recorder:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
         """Record the envelope and raw bytes."""
         self.server.messages.append(ReceivedMessage(mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos),
                                                     data=envelope.original_content, auth_user=session.auth_data))

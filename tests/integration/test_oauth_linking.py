@@ -3,7 +3,6 @@ import time
 import urllib.parse
 
 import pytest
-import requests
 from sqlalchemy import func, select
 
 from portal.extensions import db

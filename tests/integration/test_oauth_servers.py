@@ -4,7 +4,6 @@ import smtplib
 import time
 import urllib.parse
 
-import imapclient
 import pytest
 import requests
 from authlib.common.security import generate_token

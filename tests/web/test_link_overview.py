@@ -2,12 +2,10 @@
 import re
 from datetime import timedelta
 
-from sqlalchemy import select
 
 from portal.extensions import db
 from portal.mailbox import services
-from portal.models import (FolderRole, LinkState, MailboxLink, MailSource, MembershipState, Role, UnlinkReason,
-                           utcnow)
+from portal.models import FolderRole, LinkState, MailboxLink, MailSource, MembershipState, Role, utcnow
 from tests.factories import enable_email, make_account, make_link, make_member, make_message
 
 INTERVAL = timedelta(minutes=3)
