@@ -68,9 +68,9 @@ def init_app(app: Flask) -> None:
 
     @app.cli.command("rotate-mailbox-key")
     def rotate_mailbox_key_command():
-        """Re-encrypt stored mailbox passwords with MAILBOX_ENCRYPTION_KEY (old keys in MAILBOX_ENCRYPTION_OLD_KEYS)."""
+        """Re-encrypt stored mailbox passwords, OAuth2 tokens and client secrets with the current key."""
         rotated = rotate_encryption_key(db.session, secret_box(app.config))
-        click.echo(f"{rotated}件のメールボックス連携のパスワードを新しい鍵で暗号化し直しました。")
+        click.echo(f"{rotated}件のメールボックス連携のパスワード・OAuth2トークンを新しい鍵で暗号化し直しました。")
         presets = rotate_preset_secrets(db.session, secret_box(app.config))
         click.echo(f"{presets}件の推奨設定のクライアントシークレットを新しい鍵で暗号化し直しました。")
 

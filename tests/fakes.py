@@ -119,3 +119,57 @@ class FakeImapServer:
             else:
                 stream.write(f"{tag} BAD unknown command\r\n".encode())
             stream.flush()
+
+
+class FakeSmtpServer:
+    """A loopback socket server speaking just enough SMTP to answer AUTH with a chosen reply (e.g. a 454).
+
+    aiosmtpd and Dovecot submission cannot be made to fail AUTH temporarily on demand; this stands in for that."""
+
+    def __init__(self, auth_answer: str):
+        self.auth_answer = auth_answer
+        self.auths = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "FakeSmtpServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() at once (close alone does not)
+        except OSError:
+            pass
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        """Answer connections one by one until closed."""
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            with connection, connection.makefile("rwb") as stream:
+                self._session(stream)
+
+    def _session(self, stream) -> None:
+        """Greet, offer AUTH in EHLO, answer every AUTH as told, say goodbye."""
+        stream.write(b"220 localhost fake ESMTP\r\n")
+        stream.flush()
+        for line in stream:
+            command = line.decode("ascii", "replace").strip().split(" ", 1)[0].upper()
+            if command == "EHLO":
+                stream.write(b"250-localhost\r\n250 AUTH PLAIN LOGIN XOAUTH2\r\n")
+            elif command == "AUTH":
+                self.auths += 1
+                stream.write(f"{self.auth_answer}\r\n".encode())
+            elif command == "QUIT":
+                stream.write(b"221 bye\r\n")
+                stream.flush()
+                return
+            else:
+                stream.write(b"502 5.5.2 unknown command\r\n")
+            stream.flush()

@@ -6,6 +6,7 @@ from typing import Callable, Mapping
 
 from flask import current_app, has_app_context
 from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -211,6 +212,10 @@ class WrongAccount(Exception):
     """The member signed in at the provider as someone other than the linked mailbox."""
 
 
+class PresetGone(Exception):
+    """The preset was deleted while the link was being made (between the sign-in and storing the link)."""
+
+
 def oauth_server_settings(preset: MailboxPreset, email: str, access_token: str) -> tuple[ServerSettings,
                                                                                          ServerSettings]:
     """IMAP and SMTP settings of the preset, logging in by XOAUTH2 as the signed-in address."""
@@ -231,6 +236,10 @@ def link_oauth_mailbox(session: Session, membership, preset: MailboxPreset, iden
         raise AlreadyLinked()
     imap, smtp = oauth_server_settings(preset, identity.email, tokens.access_token)
     snapshots = verifier(imap, smtp, policy)  # raises MailboxError; nothing saved yet
+    # The check takes seconds: the preset may have been deleted meanwhile. Re-read it under a row lock, so a
+    # deletion either finished before (PresetGone) or waits for this commit and then sees the link (PresetInUse).
+    if session.scalar(select(MailboxPreset.id).where(MailboxPreset.id == preset.id).with_for_update()) is None:
+        raise PresetGone()
     link = MailboxLink(
         account_id=membership.account_id, membership_id=membership.id, email=identity.email,
         imap_host=imap.host, imap_port=imap.port, imap_security=imap.security, imap_username=imap.username,
@@ -246,7 +255,11 @@ def link_oauth_mailbox(session: Session, membership, preset: MailboxPreset, iden
                                   last_uid=snapshot.uidnext - 1))
     audit.record(session, membership.account_id, membership.user_id, "mailbox.link", "mailbox_link", link.id,
                  email=link.email, imap_host=link.imap_host, preset_id=preset.id, auth_method="oauth2")
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError as error:  # a deletion that slipped past the lock (SQLite has no row locks): the FK
+        session.rollback()
+        raise PresetGone() from error
     return link
 
 

@@ -23,10 +23,17 @@ PENDING_MAX_AGE_SECONDS = 600
 CALLBACK_PATH = "/settings/mailbox/oauth/callback"
 
 
-def redirect_uri() -> str:
-    """PUBLIC_BASE_URL + the callback path: what the company registers at the provider."""
-    base = current_app.config.get("PUBLIC_BASE_URL") or request.host_url.rstrip("/")
-    return base + CALLBACK_PATH
+NO_PUBLIC_BASE_URL = ("ポータルの公開URL（環境変数 PUBLIC_BASE_URL）がまだ設定されていないため、サインインで連携できません。"
+                      "サーバー管理者（ポータルを運用している担当者）に設定を依頼してください。")
+
+
+def redirect_uri() -> str | None:
+    """PUBLIC_BASE_URL + the callback path: what the company registers at the provider; None while it is unset.
+
+    No fallback to the request's host: behind a proxy that is an internal address, and it is not what the
+    preset screen showed the company to register, so the provider would refuse it with an error of its own."""
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    return base + CALLBACK_PATH if base else None
 
 
 def sign_in_label(preset: MailboxPreset) -> str:
@@ -62,6 +69,8 @@ def start():
         preset = get_scoped_or_404(MailboxPreset, int(raw_id))
     if preset is None or not preset.uses_oauth:
         return refused("この推奨設定はOAuth2のサインインに対応していません。推奨設定を選び直してください。")
+    if redirect_uri() is None:
+        return refused(NO_PUBLIC_BASE_URL, 409)
     state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(64)
     try:
         url = oauth.provider_client(preset, secret_box(current_app.config), current_app.config) \
@@ -93,6 +102,8 @@ def callback():
     if error or not request.args.get("code"):
         return refused("認証サーバーがエラーを返しました。しばらくしてからもう一度お試しください。"
                        "続く場合は、推奨設定（クライアントID・リダイレクトURI）を管理者に確認してください。")
+    if redirect_uri() is None:  # unset since the flow started: the code is bound to a URI we cannot repeat
+        return refused(NO_PUBLIC_BASE_URL, 409)
     preset = get_in_account(db.session, MailboxPreset, pending["preset_id"], membership.account_id)
     if preset is None or not preset.uses_oauth:
         return refused("推奨設定が見つかりません。推奨設定を選び直してください。")
@@ -116,7 +127,8 @@ def callback():
             oauth.link_oauth_mailbox(db.session, membership, preset, identity, tokens, policy, box, utcnow(),
                                      verifier)
             flash("メールボックスを連携しました。これ以降に送受信したお客様とのメールが取り込まれます。", "success")
-    except (MailboxError, FeatureOff, oauth.AlreadyLinked, oauth.WrongAccount, checks.CheckRefused) as failure:
+    except (MailboxError, FeatureOff, oauth.AlreadyLinked, oauth.WrongAccount, oauth.PresetGone,
+            checks.CheckRefused) as failure:
         db.session.rollback()
         _revoke_quietly(client, tokens.refresh_token)  # nothing is kept, at the provider either
         return refused(_failure_message(failure), 429 if isinstance(failure, checks.CheckRefused) else 400)
@@ -129,6 +141,8 @@ def _failure_message(failure: Exception) -> str:
         return failure.message
     if isinstance(failure, FeatureOff):
         return "メール機能がオフのため、連携できません。"
+    if isinstance(failure, oauth.PresetGone):
+        return "連携の手続き中に、選んだ推奨設定が削除されました。推奨設定を選び直してから、もう一度サインインしてください。"
     if isinstance(failure, oauth.WrongAccount):
         return "連携中のメールボックスとは別のアカウントでサインインしました。同じアカウントでサインインしてください。"
     return "すでにメールボックスを連携しています。"

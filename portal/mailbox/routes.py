@@ -10,7 +10,7 @@ from portal.inputs import bounded_id
 from portal.mailbox import checks, services
 from portal.mailbox.credentials import secret_box
 from portal.mailbox.forms import LinkForm, ReauthForm
-from portal.mailbox.oauth_routes import sign_in_label
+from portal.mailbox.oauth_routes import NO_PUBLIC_BASE_URL, sign_in_label
 from portal.mailsync.connection import MailboxError, ServerSettings
 from portal.mailsync.rules import EXCLUSION_LABELS
 from portal.models import LinkState, MailboxLink, MailboxPreset, Security, utcnow
@@ -80,7 +80,7 @@ def index():
             return redirect(url_for("mailbox.index"))
     return render_template("mailbox/form.html", form=form, reason_labels=services.UNLINK_REASON_LABELS,
                            oauth_presets=[preset for preset in presets if preset.uses_oauth],
-                           sign_in_label=sign_in_label,
+                           sign_in_label=sign_in_label, no_public_base_url=NO_PUBLIC_BASE_URL,
                            previous=services.latest_unlinked(db.session, membership.id)), \
         status
 

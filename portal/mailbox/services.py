@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Mapping
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, object_session
 
 from portal import audit
@@ -279,7 +279,8 @@ def unlink_account(session: Session, account_id: int, reason: UnlinkReason, acto
 
 
 def rotate_encryption_key(session: Session, box: SecretBox) -> int:
-    """Re-encrypt every stored password made with an old key under the current key; returns how many links."""
+    """Re-encrypt every stored password and OAuth2 token made with an old key under the current key; returns how
+    many links. An OAuth2 link's tokens matter as much as a password: dropping the old key would strand it."""
     rotated = 0
     for link in session.scalars(select(MailboxLink).where(MailboxLink.imap_password_encrypted != "")):
         if box.needs_rotation(link.imap_password_encrypted) or box.needs_rotation(link.smtp_password_encrypted):
@@ -287,5 +288,15 @@ def rotate_encryption_key(session: Session, box: SecretBox) -> int:
             link.imap_password_encrypted = box.encrypt(imap_password, password_context(link.id, "imap_password"))
             link.smtp_password_encrypted = box.encrypt(smtp_password, password_context(link.id, "smtp_password"))
             rotated += 1
+    token_columns = ("oauth_access_token", "oauth_refresh_token")
+    for link in session.scalars(select(MailboxLink).where(or_(MailboxLink.oauth_access_token_encrypted != "",
+                                                              MailboxLink.oauth_refresh_token_encrypted != ""))):
+        stale = [column for column in token_columns
+                 if getattr(link, column + "_encrypted") and box.needs_rotation(getattr(link, column + "_encrypted"))]
+        for column in stale:
+            context = oauth.token_context(link.id, column)
+            setattr(link, column + "_encrypted", box.encrypt(box.decrypt(getattr(link, column + "_encrypted"),
+                                                                         context), context))
+        rotated += bool(stale)
     session.commit()
     return rotated

@@ -205,6 +205,9 @@ def open_smtp(settings: ServerSettings, policy: ConnectionPolicy) -> smtplib.SMT
         return smtp
     except smtplib.SMTPAuthenticationError as error:
         close_quietly(smtp)
+        if 400 <= error.smtp_code < 500:  # 454 4.7.0: the server cannot check credentials now, nothing refused
+            raise MailboxError("smtp_unavailable", "SMTPサーバーが一時的にログインを受け付けていません（サーバー側の障害）。"
+                                                   "時間をおいてもう一度お試しください。") from error
         if settings.xoauth2:
             raise smtp_token_error(error) from error
         raise MailboxError("smtp_login", "SMTPサーバーにログインできません。ユーザー名とパスワードを確認してください。") from error

@@ -136,6 +136,9 @@ def delete_preset(session: Session, actor: Membership, preset: MailboxPreset) ->
     ensure(actor.role, Action.EDIT_MAILBOX_PRESETS)
     if preset.account_id != actor.account_id:
         raise PermissionDenied("another account's preset")
+    # Lock the row first: an OAuth2 link being stored at this moment locks it too, so one of the two waits and
+    # then sees the other (no foreign-key error from deleting a preset a new link points at).
+    session.scalar(select(MailboxPreset.id).where(MailboxPreset.id == preset.id).with_for_update())
     in_use = links_using(session, preset)
     if in_use:
         raise PresetInUse(in_use)

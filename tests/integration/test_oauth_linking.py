@@ -3,12 +3,16 @@ import time
 import urllib.parse
 
 import pytest
+from bs4 import BeautifulSoup
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from portal.extensions import db
+from portal.mailbox import oauth as oauth_module
 from portal.mailbox.oauth import token_context
 from portal.mailbox.credentials import secret_box
 from portal.models import Account, AuthMethod, LinkState, Membership, MailboxLink, MailboxPreset, Role
+from portal.presets.services import delete_preset
 from tests.factories import PASSWORD, make_account, make_member
 from tests.integration.oauth_world import REDIRECT_URI, come_back, make_oauth_preset, start
 from tests.integration.oidc_provider import MAIL_SCOPE
@@ -149,3 +153,50 @@ def test_the_preset_of_a_live_oauth_link_stays_until_the_link_is_gone(oauth_port
     with app.app_context():
         assert db.session.get(MailboxPreset, preset_id) is None
         assert db.session.scalar(select(MailboxLink)).preset_id is None
+
+
+def test_without_public_base_url_sign_in_is_refused_with_the_reason(oauth_portal, provider, oauth_mail_user):
+    """No PUBLIC_BASE_URL: the form says why and its button is disabled, a start is refused (409) without going
+    to the provider, and a flow begun before the setting was removed cannot finish; nothing is linked."""
+    app, client, *_, preset_id = oauth_portal
+    location = provider.sign_in(start(client, preset_id), oauth_mail_user.email)
+    app.config["PUBLIC_BASE_URL"] = None
+    page = BeautifulSoup(client.get("/settings/mailbox").get_data(as_text=True), "html.parser")
+    assert "PUBLIC_BASE_URL" in page.select_one("#oauth-unavailable").get_text()
+    assert page.select_one("#oauth-link button[type=submit]").has_attr("disabled")
+    response = client.post("/settings/mailbox/oauth/start", data={"preset_id": str(preset_id)})
+    assert response.status_code == 409 and "サーバー管理者" in response.get_data(as_text=True)
+    assert "Location" not in response.headers
+    response = come_back(client, location)
+    assert response.status_code == 409 and "PUBLIC_BASE_URL" in response.get_data(as_text=True)
+    assert link_count(app) == 0
+
+
+def test_a_preset_deleted_while_the_link_is_checked_gives_a_message_not_a_500(oauth_portal, provider,
+                                                                               oauth_mail_user, monkeypatch):
+    """The owner deletes the preset in the seconds the new link's servers are checked: the member gets a Japanese
+    message (no foreign-key 500), nothing is linked, and the issued token is given back."""
+    app, client, account_id, owner_id, preset_id = oauth_portal
+    real_link = oauth_module.link_oauth_mailbox
+
+    def link_while_the_preset_is_deleted(*args):
+        """The route's own link call, its server check followed by the owner's deletion."""
+        *rest, route_verifier = args
+
+        def delete_during_the_check(imap, smtp, policy):
+            snapshots = route_verifier(imap, smtp, policy)
+            with Session(db.engine) as other:  # another request, committed while this one is still working
+                delete_preset(other, other.get(Membership, owner_id), other.get(MailboxPreset, preset_id))
+            return snapshots
+        return real_link(*rest, delete_during_the_check)
+
+    monkeypatch.setattr(oauth_module, "link_oauth_mailbox", link_while_the_preset_is_deleted)
+    response = come_back(client, provider.sign_in(start(client, preset_id), oauth_mail_user.email))
+    assert "選んだ推奨設定が削除されました" in refused_page(response)
+    assert link_count(app) == 0
+    with app.app_context():
+        assert db.session.get(MailboxPreset, preset_id) is None
+    deadline = time.monotonic() + 10
+    while provider.live_refresh_tokens(oauth_mail_user.email) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert provider.live_refresh_tokens(oauth_mail_user.email) == []

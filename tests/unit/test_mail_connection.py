@@ -1,12 +1,16 @@
-"""Connection rules and Sent-folder detection, without a network."""
+"""Connection rules and Sent-folder detection, without a network (one loopback fake SMTP server)."""
 import socket
 import ssl
 
 import pytest
 
-from portal.mailsync.connection import ConnectionPolicy, MailboxError, ServerSettings, check_policy, network_error
+from portal.mailsync.connection import (TOKEN_REFUSED_CODES, ConnectionPolicy, MailboxError, ServerSettings,
+                                        check_policy, network_error, open_smtp)
+from portal.mailsync.network import parse_networks
 from portal.mailsync.verify import find_sent_folder
 from portal.models import Security
+from tests.factories import LOOPBACK_NETWORKS
+from tests.fakes import FakeSmtpServer
 
 
 def settings(port=993, security=Security.SSL):
@@ -69,3 +73,18 @@ def test_network_failures_become_japanese_messages(error, code, words):
     """Each kind of failure names its cause (DNS is not reachable from tests, so host-not-found is checked here)."""
     translated = network_error("IMAP", error)
     assert translated.code == code and words in translated.message and translated.message.startswith("IMAP")
+
+
+@pytest.mark.parametrize("xoauth2", [False, True])
+def test_smtp_454_is_temporary_not_a_refused_login(xoauth2):
+    """454 4.7.0 to AUTH means the server cannot check credentials now: a temporary failure in Japanese, not
+    「ユーザー名とパスワードを確認」 and not a refused token (which would spend a refresh and ask for sign-in)."""
+    with FakeSmtpServer("454 4.7.0 Temporary authentication failure") as server:
+        smtp = ServerSettings("127.0.0.1", server.port, Security.NONE, "u@example.jp", "secret-or-token",
+                              xoauth2=xoauth2)
+        policy = ConnectionPolicy(allow_plaintext=True, extra_ports=(server.port,),
+                                  allowed_networks=parse_networks(LOOPBACK_NETWORKS))
+        with pytest.raises(MailboxError) as refused:
+            open_smtp(smtp, policy)
+    assert refused.value.code == "smtp_unavailable" and refused.value.code not in TOKEN_REFUSED_CODES
+    assert "一時的" in refused.value.message and server.auths >= 1

@@ -5,7 +5,10 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.mailbox.credentials import link_passwords, secret_box
-from portal.models import AccountStatus, AuditLog, LinkState, MailboxFolder, MailboxLink, Role, UnlinkReason
+from portal.mailbox.oauth import store_tokens, token_context
+from portal.models import (AccountStatus, AuditLog, AuthMethod, LinkState, MailboxFolder, MailboxLink, Role,
+                           UnlinkReason, utcnow)
+from portal.oauth.client import TokenSet
 from portal.secretbox import SecretBox, SecretBoxError
 from tests.factories import TEST_KEY, enable_email, make_account, make_link, make_member
 
@@ -133,6 +136,30 @@ def test_rotate_key_command_reencrypts_with_the_new_key(make_app):
         assert "1件" in result.output
         db.session.expire_all()
         assert link_passwords(link, SecretBox(new_key)) == ("imap-secret", "smtp-imap-secret")
+
+
+def test_rotate_key_command_reencrypts_oauth_tokens(make_app):
+    """An OAuth2 link's access and refresh tokens decrypt with the new key alone after rotation (else dropping
+    the old key would strand every OAuth2 link in 要再認証)."""
+    new_key = Fernet.generate_key().decode()
+    app = make_app(MAILBOX_ENCRYPTION_KEY=new_key, MAILBOX_ENCRYPTION_OLD_KEYS=[TEST_KEY])
+    with app.app_context():
+        account, owner = make_account()
+        enable_email(account, owner)
+        link = make_link(owner)
+        link.auth_method, link.imap_password_encrypted, link.smtp_password_encrypted = AuthMethod.OAUTH2, "", ""
+        store_tokens(link, TokenSet("access-secret", "refresh-secret", utcnow(), "mail"), SecretBox(TEST_KEY))
+        db.session.commit()
+        result = app.test_cli_runner().invoke(args=["rotate-mailbox-key"])
+        assert "1件のメールボックス連携のパスワード・OAuth2トークン" in result.output, result.output
+        db.session.expire_all()
+        box = SecretBox(new_key)
+        assert box.decrypt(link.oauth_access_token_encrypted,
+                           token_context(link.id, "oauth_access_token")) == "access-secret"
+        assert box.decrypt(link.oauth_refresh_token_encrypted,
+                           token_context(link.id, "oauth_refresh_token")) == "refresh-secret"
+        # A second run finds nothing left on the old key.
+        assert "0件のメールボックス連携" in app.test_cli_runner().invoke(args=["rotate-mailbox-key"]).output
 
 
 def test_group_address_links_for_several_members_and_accounts(app):
