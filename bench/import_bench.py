@@ -221,7 +221,8 @@ def check_mix(messages: list[bytes], chosen: set[int], customers: set[str]) -> N
 def build_app(pki, dovecot: Dovecot):
     """The portal on a throwaway SQLite database whose schema is built by the real migrations."""
     return migrated_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{WORKDIR / 'bench.db'}",
-                         "MAIL_CA_FILE": str(pki.ca_file), "MAIL_EXTRA_PORTS": [dovecot.imaps_port]})
+                         "MAIL_CA_FILE": str(pki.ca_file), "MAIL_EXTRA_PORTS": [dovecot.imaps_port],
+                         "MAIL_ALLOWED_NETWORKS": "127.0.0.0/8"})  # the bench Dovecot is on loopback
 
 
 def imap_verifier(imap: ServerSettings, smtp: ServerSettings, policy):

@@ -51,6 +51,9 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "MAIL_TIMEOUT_SECONDS": float(environ.get("MAIL_TIMEOUT_SECONDS", "15")),
         # Link checks, 再認証 and the OAuth2 sign-in answer a waiting member: a dead host fails fast.
         "MAIL_CHECK_TIMEOUT_SECONDS": float(environ.get("MAIL_CHECK_TIMEOUT_SECONDS", "8")),
+        # Link checks, 再認証 and 今すぐ同期 running at once (one per member), in a pool apart from the web threads:
+        # keep it below the web server's threads (waitress: 4) so sign-in never waits behind a dead mail host.
+        "MAIL_CHECK_WORKERS": int(environ.get("MAIL_CHECK_WORKERS", "2")),
         # Loopback, link-local and unspecified addresses are refused unless opened here (CIDRs, comma-separated).
         "MAIL_ALLOWED_NETWORKS": environ.get("MAIL_ALLOWED_NETWORKS", ""),
         # Link and re-authentication attempts per member (each logs in to a mail server with what was typed).

@@ -4,6 +4,7 @@ from datetime import timedelta
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from portal.background import run_sync
+from portal.errors import render_error
 from portal.extensions import db
 from portal.features.services import FeatureOff, is_enabled
 from portal.inputs import bounded_id
@@ -160,7 +161,11 @@ def sync_now():
     if link.state == LinkState.REAUTH:  # a pass would only be refused again: re-authenticate first
         flash(NEEDS_REAUTH_BEFORE_SYNC, "warning")
         return redirect(url_for("mailbox.index"))
-    [result] = run_sync(current_app._get_current_object(), [link.id])
+    app = current_app._get_current_object()
+    try:
+        [result] = checks.gate(app).run(current_membership().id, run_sync, app, [link.id])
+    except checks.CheckRefused as refused:
+        return render_error(429, refused.message)
     if result.error:
         flash(result.error, "danger")
     else:
