@@ -116,3 +116,79 @@ def test_queries_are_scoped_through_the_one_helper():
                 if HAND_WRITTEN_SCOPE.search(line)]
     assert not problems, ("scope queries with portal.scoping.for_account / get_in_account (or web.scoped / "
                           "get_scoped_or_404 in routes):\n" + "\n".join(problems))
+
+
+def import_cycles() -> list[list[str]]:
+    """Each group of portal modules that import one another in a circle (strongly connected, Tarjan), as a path."""
+    edges = {module: sorted(target for target in GRAPH[module] if target in GRAPH and target != module)
+             for module in GRAPH}
+    order: dict[str, int] = {}
+    lowest: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        order[module] = lowest[module] = len(order)
+        stack.append(module)
+        for target in edges[module]:
+            if target not in order:
+                visit(target)
+                lowest[module] = min(lowest[module], lowest[target])
+            elif target in stack:
+                lowest[module] = min(lowest[module], order[target])
+        if lowest[module] == order[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for module in sorted(edges):
+        if module not in order:
+            visit(module)
+    return groups
+
+
+def test_the_cycle_finder_finds_a_hidden_function_level_cycle(monkeypatch):
+    """The finder itself: two modules that import each other, one of them inside a function, form a cycle."""
+    monkeypatch.setitem(GRAPH, "portal.policy", {**GRAPH["portal.policy"], "portal.audit": 1})
+    monkeypatch.setitem(GRAPH, "portal.audit", {**GRAPH["portal.audit"], "portal.policy": 1})
+    assert ["portal.audit", "portal.policy"] in import_cycles()
+
+
+def test_no_import_cycle_among_portal_modules():
+    """Arrows run one way: no module reaches itself again through imports, function-level ones included."""
+    cycles = import_cycles()
+    lines = [" ↔ ".join(group) + "\n    " + "\n    ".join(where(module, target) + f" {module} imports {target}"
+                                                       for module in group for target in GRAPH[module]
+                                                       if target in group)
+             for group in cycles]
+    assert not cycles, ("import cycles (move the shared piece down a layer or pass a function in, "
+                        "see docs/ARCHITECTURE.md):\n" + "\n".join(lines))
+
+
+# Screen modules: a route may use any package's services (the customer page shows mail and automations).
+SCREEN_MODULES = {"routes", "forms", "oauth_routes"}
+ENTRY_MODULES = ("portal", "portal.web", "portal.cli", "portal.errors")
+
+
+def package_of(module: str) -> str:
+    """portal.mailbox.services -> portal.mailbox; a top-level module is its own package."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_packages_below_the_screens_depend_one_way():
+    """Below routes and forms, two packages never import each other (features → mailbox, never back)."""
+    arrows: dict[tuple[str, str], str] = {}
+    for module, targets in GRAPH.items():
+        if module in ENTRY_MODULES or module.rsplit(".", 1)[-1] in SCREEN_MODULES:
+            continue
+        for target in targets:
+            if target in GRAPH and package_of(target) != package_of(module):
+                arrows.setdefault((package_of(module), package_of(target)), where(module, target))
+    both_ways = sorted(f"{one} ↔ {other}: {arrows[(one, other)]} and {arrows[(other, one)]}"
+                       for one, other in arrows if (other, one) in arrows and one < other)
+    assert not both_ways, "packages that import each other below the screens:\n" + "\n".join(both_ways)

@@ -6,7 +6,7 @@ from portal.automations.forms import SequenceForm
 from portal.customers.routes import RESTRICTED
 from portal.customers.services import may_open
 from portal.extensions import db
-from portal.features.services import is_enabled
+from portal.feature_contracts import is_enabled
 from portal.inputs import bounded_id
 from portal.mailtemplates.services import templates_for
 from portal.models import Customer, Enrollment, Sequence, utcnow

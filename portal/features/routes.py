@@ -2,6 +2,7 @@
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 
 from portal.extensions import db
+from portal.feature_contracts import is_enabled
 from portal.features import services
 from portal.features.forms import TurnOffForm, TurnOnForm
 from portal.models import EMAIL_FEATURE, utcnow
@@ -16,7 +17,7 @@ bp = Blueprint("features", __name__, url_prefix="/settings/features")
 def index():
     """Each optional feature with オン/オフ, the billing history and the stored mail volume."""
     account_id = current_membership().account_id
-    states = {feature: services.is_enabled(db.session, account_id, feature) for feature in services.FEATURE_LABELS}
+    states = {feature: is_enabled(db.session, account_id, feature) for feature in services.FEATURE_LABELS}
     setup = services.mail_setup_progress(db.session, account_id) if states[EMAIL_FEATURE] else None
     return render_template("features/index.html", states=states, labels=services.FEATURE_LABELS,
                            history=services.billing_history(db.session, account_id),

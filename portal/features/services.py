@@ -6,15 +6,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import audit
+from portal.mailbox.services import unlink_account
 from portal.models import (EMAIL_FEATURE, Account, BillingEvent, FeatureContract, LinkState, MailboxLink, MailboxPreset,
                            MailMessage, Membership, MembershipState, UnlinkReason)
 from portal.scoping import for_account
 
 FEATURE_LABELS = {EMAIL_FEATURE: "メール"}
-
-
-class FeatureOff(Exception):
-    """The メール feature must be on first."""
 
 
 @dataclass(frozen=True)
@@ -51,12 +48,6 @@ def mail_setup_progress(session: Session, account_id: int) -> MailSetupProgress:
     return MailSetupProgress(presets=presets or 0, linked_members=linked or 0, active_members=active or 0)
 
 
-def is_enabled(session: Session, account_id: int, feature: str = EMAIL_FEATURE) -> bool:
-    """True when the feature is on for the account."""
-    return bool(session.scalar(for_account(select(FeatureContract.enabled), account_id)
-                               .where(FeatureContract.feature == feature)))
-
-
 def set_feature(session: Session, account: Account, actor: Membership, feature: str, enabled: bool,
                 now: datetime) -> bool:
     """Turn a feature on or off, recording the billing event; returns False when nothing changed."""
@@ -74,7 +65,6 @@ def set_feature(session: Session, account: Account, actor: Membership, feature: 
     audit.record(session, account.id, actor.user_id, "feature.on" if enabled else "feature.off", "feature",
                  None, feature=feature)
     if feature == EMAIL_FEATURE and not enabled:
-        from portal.mailbox.services import unlink_account
         unlink_account(session, account.id, UnlinkReason.FEATURE_OFF, actor.user_id, now)
     session.commit()
     return True

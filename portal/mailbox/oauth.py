@@ -12,7 +12,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import audit
 from portal.extensions import db
-from portal.features.services import FeatureOff, is_enabled
+from portal.feature_contracts import FeatureOff, is_enabled
 from portal.mailsync.connection import ConnectionPolicy, MailboxError, ServerSettings
 from portal.mailsync.verify import verify_mailbox
 from portal.models import EMAIL_FEATURE, AuthMethod, MailboxFolder, MailboxLink, MailboxPreset, utcnow

@@ -5,7 +5,7 @@ import time
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 
 from portal.extensions import db
-from portal.features.services import FeatureOff, is_enabled
+from portal.feature_contracts import FeatureOff, is_enabled
 from portal.mailbox import checks, oauth, services
 from portal.mailbox.credentials import secret_box
 from portal.mailsync.connection import MailboxError

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from portal.background import run_sync
 from portal.errors import render_error
 from portal.extensions import db
-from portal.features.services import FeatureOff, is_enabled
+from portal.feature_contracts import FeatureOff, is_enabled
 from portal.inputs import bounded_id
 from portal.mailbox import checks, services
 from portal.mailbox.credentials import secret_box

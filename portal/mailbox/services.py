@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, object_session
 
 from portal import audit
 from portal.auth.services import normalise_email
-from portal.features.services import FeatureOff, is_enabled
+from portal.feature_contracts import FeatureOff, is_enabled
 from portal.mailbox import oauth
 from portal.mailbox.credentials import link_passwords, password_context
 from portal.mailsync.connection import ConnectionPolicy, MailboxError, ServerSettings

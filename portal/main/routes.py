@@ -4,7 +4,7 @@ from sqlalchemy import func, select
 
 from portal.customers.services import visible_customers
 from portal.extensions import db
-from portal.features.services import is_enabled
+from portal.feature_contracts import is_enabled
 from portal.mailbox.services import STATE_BADGES, STATE_LABELS, latest_unlinked, live_link
 from portal.web import current_membership, member_required
 

@@ -2,7 +2,7 @@
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from portal.extensions import db
-from portal.features.services import is_enabled
+from portal.feature_contracts import is_enabled
 from portal.mailbox.credentials import secret_box
 from portal.mailbox.oauth import url_policy
 from portal.mailbox.oauth_routes import CALLBACK_PATH

@@ -2,7 +2,7 @@
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.features.services import is_enabled
+from portal.feature_contracts import is_enabled
 from portal.models import AuditLog, BillingEvent, LinkState, Role
 from tests.factories import enable_email, make_account, make_link, make_member
 
