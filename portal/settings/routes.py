@@ -2,11 +2,13 @@
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from portal.extensions import db
-from portal.models import AccountStatus, AuditLog
+from wtforms.fields.choices import SelectChoice
+
+from portal.models import AccountStatus
 from portal.policy import Action
-from portal.settings import services
-from portal.settings.forms import AccountSettingsForm
-from portal.web import authorize, current_membership, member_required, permission_required, scoped
+from portal.settings import audit_text, services
+from portal.settings.forms import AccountSettingsForm, AuditFilterForm
+from portal.web import authorize, current_membership, member_required, permission_required
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -62,7 +64,21 @@ def account_status(change: str):
 @bp.get("/audit")
 @permission_required(Action.VIEW_AUDIT_LOG)
 def audit_log():
-    """The account's audit log, newest first."""
-    stmt = scoped(AuditLog).order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
-    page = db.paginate(stmt, per_page=current_app.config["PER_PAGE"] * 2, error_out=False)
-    return render_template("settings/audit.html", page=page)
+    """The account's audit log as sentences, newest first, filtered by member, kind and date."""
+    account_id = current_membership().account_id
+    form = AuditFilterForm(request.args)
+    members = audit_text.filter_members(db.session, account_id)
+    form.member.choices = [SelectChoice("", "すべてのユーザー")] + [SelectChoice(str(m.id), m.user.name) for m in members]
+    form.kind.choices = [SelectChoice("", "すべての種類")] + [SelectChoice(key, label)
+                                                          for key, (label, _) in audit_text.KINDS.items()]
+    valid = form.validate()
+    filters = audit_text.AuditFilters(
+        membership_id=request.args.get("member", type=int), kind=form.kind.data or None,
+        date_from=form.date_from.data if not form.date_from.errors else None,
+        date_to=form.date_to.data if not form.date_to.errors else None)
+    page = db.paginate(audit_text.log_query(db.session, account_id, filters),
+                       per_page=current_app.config["PER_PAGE"] * 2, error_out=False)
+    lines = audit_text.describe(db.session, account_id, page.items)
+    page_args = {key: value for key, value in request.args.items() if key != "page" and value}
+    return render_template("settings/audit.html", page=page, lines=lines, form=form, page_args=page_args), \
+        200 if valid else 422

@@ -91,8 +91,9 @@ def disable_member(session: Session, actor: Membership, target: Membership) -> N
     _guard(session, actor, target, leaves_owners=True)
     target.state = MembershipState.DISABLED
     revoke_membership_sessions(session, target.id)
-    unlink_membership(session, target.id, UnlinkReason.MEMBER_DISABLED, actor.user_id, utcnow())
-    audit.record(session, target.account_id, actor.user_id, "member.disable", "membership", target.id)
+    unlinked = unlink_membership(session, target.id, UnlinkReason.MEMBER_DISABLED, actor.user_id, utcnow())
+    audit.record(session, target.account_id, actor.user_id, "member.disable", "membership", target.id,
+                 mailbox_unlinked=bool(unlinked))
     session.commit()
 
 
@@ -111,10 +112,11 @@ def delete_member(session: Session, actor: Membership, target: Membership) -> No
     _guard(session, actor, target, leaves_owners=True)
     target.state = MembershipState.DELETED
     revoke_membership_sessions(session, target.id)
-    unlink_membership(session, target.id, UnlinkReason.MEMBER_DELETED, actor.user_id, utcnow())
+    unlinked = unlink_membership(session, target.id, UnlinkReason.MEMBER_DELETED, actor.user_id, utcnow())
     session.execute(update(Customer).where(Customer.assigned_membership_id == target.id)
                     .values(assigned_membership_id=None))
-    audit.record(session, target.account_id, actor.user_id, "member.delete", "membership", target.id)
+    audit.record(session, target.account_id, actor.user_id, "member.delete", "membership", target.id,
+                 mailbox_unlinked=bool(unlinked))
     session.commit()
 
 
