@@ -266,6 +266,8 @@ def log_query(session: Session, account_id: int, filters: AuditFilters) -> Selec
     """The account's entries matching the filters, newest first."""
     stmt = select(AuditLog).where(AuditLog.account_id == account_id)
     if filters.membership_id is not None:
+        if not 0 < filters.membership_id < 2 ** 31:  # past PostgreSQL's integer: no such member (not a 500)
+            return stmt.where(False)
         member = session.scalar(select(Membership).where(Membership.account_id == account_id,
                                                          Membership.id == filters.membership_id))
         if member is None:
