@@ -65,7 +65,8 @@ def run_worker(app: Flask, once: bool = False) -> None:
     scheduler = build_scheduler(app, start_now=True)
     scheduler.start()
     click.echo("ワーカーを起動しました（メール取り込み・セールスオートメーション）。")
-    stopping.wait()
+    while not stopping.wait(0.5):  # a wait without timeout would not let the signal handler run
+        pass
     scheduler.shutdown(wait=True)  # passes and sends under way finish; no new job starts
     click.echo("ワーカーを停止しました。")
 
