@@ -6,7 +6,7 @@ from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal import passwords
-from portal.config import load_settings
+from portal.config import load_settings, secure_instance_files, secure_instance_folder
 from portal.extensions import csrf, db, limiter, login_manager, migrate
 from portal.mailsync.network import parse_networks
 
@@ -14,10 +14,11 @@ from portal.mailsync.network import parse_networks
 def create_app(config: dict | None = None) -> Flask:
     """Build a configured portal application."""
     app = Flask(__name__, instance_path=os.environ.get("PORTAL_INSTANCE_PATH") or None)
-    os.makedirs(app.instance_path, exist_ok=True)
+    secure_instance_folder(app.instance_path)
     app.config.update(load_settings(app.instance_path))
     if config:
         app.config.update(config)
+    secure_instance_files(app.instance_path, app.config["SQLALCHEMY_DATABASE_URI"])
     app.json.ensure_ascii = False  # audit details show Japanese as written
     passwords.configure(app.config["ARGON2_TIME_COST"], app.config["ARGON2_MEMORY_COST"])
     check_allowed_networks(app)

@@ -1,9 +1,19 @@
 """Settings read from the environment and, for generated secrets, the instance folder."""
+import logging
 import os
 import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+# The instance folder holds the database, mailbox secrets and signing keys: only the portal's own user reads them.
+PRIVATE_FOLDER_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+GENERATED_SECRETS = ("secret_key", "mailbox_key")
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 
@@ -16,10 +26,50 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def _tighten(path: Path, mode: int) -> None:
+    """Take group and other permissions away from a file or folder made looser by an earlier version or by hand."""
+    try:
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(mode)
+    except OSError as error:  # another user's file: say so, but the portal can still run
+        log.warning("could not restrict the permissions of %s: %s", path, error)
+
+
+def sqlite_file(database_uri: str) -> Path | None:
+    """The database file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    url = make_url(database_uri)
+    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:" \
+            or url.database.startswith("file:"):
+        return None
+    return Path(url.database)
+
+
+def secure_instance_folder(instance_path: str) -> None:
+    """Create the instance folder 0700 (whatever the umask), and tighten an existing one."""
+    folder = Path(instance_path)
+    folder.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+    _tighten(folder, PRIVATE_FOLDER_MODE)
+
+
+def secure_instance_files(instance_path: str, database_uri: str) -> None:
+    """Secrets and the SQLite database (with its journal files) 0600: created so, and tightened when older."""
+    for name in GENERATED_SECRETS:
+        _tighten(Path(instance_path) / name, PRIVATE_FILE_MODE)
+    database = sqlite_file(database_uri)
+    if database is None:
+        return
+    try:  # SQLite would create the file with the umask's 0644; it keeps this mode for its journal files
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+    except OSError as error:
+        log.warning("could not create %s with private permissions: %s", database, error)
+    for path in [database] + [database.with_name(database.name + side) for side in SQLITE_SIDE_FILES]:
+        _tighten(path, PRIVATE_FILE_MODE)
+
+
 def read_or_create_secret(instance_path: str, filename: str, generate) -> str:
     """Return the secret stored in the instance folder, creating it with 0600 permissions once."""
     path = Path(instance_path) / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

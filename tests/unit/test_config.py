@@ -1,9 +1,13 @@
 """Settings: generated secrets, database URLs and the password work factor."""
+import os
 import stat
 
+import pytest
 from argon2 import PasswordHasher
+from sqlalchemy import text
 
-from portal import passwords
+from portal import create_app, passwords
+from portal.extensions import db
 from portal.config import load_settings, normalise_database_url
 
 
@@ -57,3 +61,55 @@ def test_tracking_is_off_until_the_public_address_is_set(tmp_path):
     assert load_settings(str(tmp_path), environ={})["PUBLIC_BASE_URL"] is None
     configured = load_settings(str(tmp_path), environ={"PUBLIC_BASE_URL": "https://crm.example.jp/"})
     assert configured["PUBLIC_BASE_URL"] == "https://crm.example.jp"
+
+
+@pytest.fixture
+def usual_umask():
+    """The umask most servers run with (0022: new files 0644, folders 0755)."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def portal_in(folder, monkeypatch):
+    """An app whose instance folder and SQLite database are in folder, with generated secrets."""
+    monkeypatch.setenv("PORTAL_INSTANCE_PATH", str(folder))
+    for name in ("SECRET_KEY", "MAILBOX_ENCRYPTION_KEY", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder / 'portal.db'}"})
+    with app.app_context():  # SQLite writes the file and its journal
+        db.session.execute(text("CREATE TABLE IF NOT EXISTS probe (x INTEGER)"))
+        db.session.commit()
+        db.engine.dispose()
+    return app
+
+
+def modes(folder) -> dict[str, int]:
+    """The permission bits of the folder and of everything in it."""
+    return {".": stat.S_IMODE(folder.stat().st_mode),
+            **{path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}}
+
+
+def test_a_new_instance_folder_is_private(tmp_path, monkeypatch, usual_umask):
+    """Folder 0700; database and generated secrets 0600, whatever the umask (hole 15)."""
+    folder = tmp_path / "instance"
+    portal_in(folder, monkeypatch)
+    found = modes(folder)
+    assert found.pop(".") == 0o700
+    assert {"portal.db", "secret_key", "mailbox_key"} <= set(found)
+    assert set(found.values()) == {0o600}, found
+
+
+def test_an_existing_loose_instance_folder_is_tightened_at_start(tmp_path, monkeypatch, usual_umask):
+    """An instance folder left 0755 with 0644 files by an earlier version is made private when the portal starts."""
+    folder = tmp_path / "instance"
+    folder.mkdir(mode=0o755)
+    for name in ("portal.db", "portal.db-wal", "secret_key", "mailbox_key"):
+        (folder / name).write_bytes(b"" if name.startswith("portal") else b"x" * 44)
+        (folder / name).chmod(0o644)
+    folder.chmod(0o755)
+    monkeypatch.setenv("PORTAL_INSTANCE_PATH", str(folder))
+    create_app({"TESTING": True, "SECRET_KEY": "s", "MAILBOX_ENCRYPTION_KEY": "k",
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder / 'portal.db'}"})
+    found = modes(folder)
+    assert found.pop(".") == 0o700 and set(found.values()) == {0o600}, found
