@@ -54,7 +54,7 @@ from bench.portal_app import migrated_app  # noqa: E402
 from bench.sample_text import GIVEN_NAMES, PARAGRAPHS, SURNAMES, TOPICS  # noqa: E402
 from tests.integration.servers import Dovecot, MailUser, find_dovecot, make_test_pki  # noqa: E402
 
-DEFAULT_CORPUS = Path("/work/shared/corpus")
+DEFAULT_CORPUS = REPO.parent / "shared" / "corpus"  # ../shared/corpus, beside the repository (as tests/test_corpus.py)
 NOT_MAIL = re.compile(r"(LICENSE|COPYING|README|SOURCES|MANIFEST)")
 FETCH_BATCH = 200
 APPEND_CHUNK = 250
