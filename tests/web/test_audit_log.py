@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from portal.extensions import db
-from portal.models import AuditLog, Role, User, utcnow
+from portal.models import AuditLog, Role, utcnow
 from portal.settings import audit_text
 from tests.factories import enable_email, make_account, make_customer, make_link, make_member
 
@@ -108,7 +108,7 @@ def test_filters_by_member_kind_and_date(client, auth):
     enable_email(account, owner)
     member = make_member(account, Role.USER)
     rename(member, "高橋 美咲")
-    link = make_link(member)
+    make_link(member)
     make_customer(account, name="株式会社サンプル")
     other, other_owner = make_account()
     old = AuditLog(account_id=account.id, actor_user_id=owner.user_id, action="template.create",
