@@ -33,24 +33,29 @@ def login():
         return render_template("auth/login.html", form=form), status
     if throttle.address_locked(form.email.data):
         abort(429)  # failed attempts for this address from anywhere: even the right password waits
-    user = services.authenticate(db.session, form.email.data, form.password.data)
-    if user is None:
+    signed_in = services.sign_in(db.session, form.email.data, form.password.data, utcnow(),
+                                 current_app.config["LOGIN_SESSION_HOURS"], _current_token())
+    if signed_in is None:
         throttle.record_failure(form.email.data)
         form.password.errors.append(LOGIN_FAILED)
         return render_template("auth/login.html", form=form), 401
-    if current_user.is_authenticated:
-        services.end_login_session(db.session, current_user.session_token)
-    memberships = services.usable_memberships(user)
-    only = memberships[0] if len(memberships) == 1 else None
-    token = services.start_login_session(db.session, user, utcnow(),
-                                         current_app.config["LOGIN_SESSION_HOURS"], only)
-    session.clear()  # a new session identity on every sign-in
-    user.session_token = token
-    login_user(user)
-    if only is None:
+    _log_in(signed_in)
+    if signed_in.membership is None:
         return redirect(url_for("auth.select_account", next=form.next.data or None))
-    flash(f"{user.name}さん、ようこそ。", "success")
+    flash(f"{signed_in.user.name}さん、ようこそ。", "success")
     return redirect(_next_or_home(form.next.data))
+
+
+def _current_token() -> str | None:
+    """The token of the session already signed in on this browser, which a new sign-in replaces."""
+    return current_user.session_token if current_user.is_authenticated else None
+
+
+def _log_in(signed_in: services.SignedIn) -> None:
+    """Carry a started login session in a new cookie session (a new session identity on every sign-in)."""
+    session.clear()
+    signed_in.user.session_token = signed_in.token
+    login_user(signed_in.user)
 
 
 @bp.post("/logout")
@@ -97,13 +102,8 @@ def _failed_password_limit():
 
 def _sign_in(user, membership) -> None:
     """Start a fresh session for the person, working in this membership."""
-    if current_user.is_authenticated:
-        services.end_login_session(db.session, current_user.session_token)
-    token = services.start_login_session(db.session, user, utcnow(), current_app.config["LOGIN_SESSION_HOURS"],
-                                         membership)
-    session.clear()
-    user.session_token = token
-    login_user(user)
+    _log_in(services.start_fresh_session(db.session, user, membership, utcnow(),
+                                         current_app.config["LOGIN_SESSION_HOURS"], _current_token()))
 
 
 @bp.route("/password", methods=["GET", "POST"])

@@ -1,6 +1,7 @@
 """Authentication and server-side login sessions, without Flask."""
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -53,6 +54,37 @@ def start_login_session(session: Session, user: User, now: datetime, hours: int,
                              created_at=now, expires_at=now + timedelta(hours=hours)))
     session.commit()
     return token
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A started login session: the person, the token for their cookie, and the account they work in."""
+
+    user: User
+    token: str
+    membership: Membership | None  # their only usable account, chosen at once; None: they choose on the next page
+
+
+def start_fresh_session(session: Session, user: User, membership: Membership | None, now: datetime, hours: int,
+                        replacing_token: str | None = None) -> SignedIn:
+    """End the session being replaced (someone else may have been signed in on this browser), start a new one."""
+    if replacing_token is not None:
+        end_login_session(session, replacing_token)
+    return SignedIn(user, start_login_session(session, user, now, hours, membership), membership)
+
+
+def sign_in(session: Session, email: str, password: str, now: datetime, hours: int,
+            replacing_token: str | None = None) -> SignedIn | None:
+    """Check the password and start a login session, in the only usable account if there is just one.
+
+    None when the address, the password or every membership refuses; nothing changes then.
+    """
+    user = authenticate(session, email, password)
+    if user is None:
+        return None
+    memberships = usable_memberships(user)
+    only = memberships[0] if len(memberships) == 1 else None
+    return start_fresh_session(session, user, only, now, hours, replacing_token)
 
 
 def find_login_session(session: Session, token: str, now: datetime) -> LoginSession | None:
