@@ -22,8 +22,11 @@ run_suite() {
 }
 
 echo "=== ruff check ==="
-"$VENV/bin/ruff" check "$ROOT"  # a lint failure fails the run before the long suite starts
+# Lint first; a finding fails the run, after the suites so one run still reports every test.
+lint_status=0
+"$VENV/bin/ruff" check "$ROOT" || lint_status=$?
 
 PYTEST_ARGS=("$@")
 run_suite "SQLite" env -u TEST_DATABASE_URL
 run_suite "PostgreSQL" env TEST_DATABASE_URL="$PG_URL"
+if [ "$lint_status" != 0 ]; then echo "ruff check found problems (listed at the start)." >&2; exit 1; fi
