@@ -22,6 +22,7 @@ class Action(str, enum.Enum):
     VIEW_ALL_LINKS = "view_all_links"  # every member's link state and import log
     READ_MAIL = "read_mail"  # 送受信メール: every member reads all imported mail of the account
     SEND_MAIL = "send_mail"  # reply from the portal through one's own linked mailbox
+    DELETE_MAIL = "delete_mail"  # delete imported mail in the portal (never on the mail server)
     USE_TEMPLATES = "use_templates"  # create own templates and use any template
     EDIT_SHARED_TEMPLATES = "edit_shared_templates"  # shared templates and other members' templates
     ENROLL_CUSTOMERS = "enroll_customers"  # put a customer into (or take out of) a sales automation
@@ -50,6 +51,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.VIEW_ALL_LINKS: frozenset(_ADMINS_UP),
     Action.READ_MAIL: frozenset(_ALL),
     Action.SEND_MAIL: frozenset(_ALL),
+    Action.DELETE_MAIL: frozenset(_MANAGERS_UP),
     Action.USE_TEMPLATES: frozenset(_ALL),
     Action.EDIT_SHARED_TEMPLATES: frozenset(_MANAGERS_UP),
     Action.ENROLL_CUSTOMERS: frozenset(_ALL),

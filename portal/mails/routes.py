@@ -10,12 +10,12 @@ from wtforms.fields.choices import SelectChoice
 from portal.customers.services import may_open
 from portal.extensions import db
 from portal.inputs import bounded_id, clamp_date, requested_page
-from portal.mails import compose, sending, services
+from portal.mails import compose, deletion, sending, services
 from portal.mails.forms import ComposeForm, MailFilterForm
 from portal.mails.render import estimated_frame_height, render_mail_html
 from portal.models import Customer, Direction, MailMessage, utcnow
 from portal.policy import Action
-from portal.web import current_membership, get_scoped_or_404, permission_required
+from portal.web import authorize, current_membership, get_scoped_or_404, member_required, permission_required
 
 bp = Blueprint("mails", __name__, url_prefix="/mails")
 
@@ -234,3 +234,37 @@ def _insert_template(form: ComposeForm, membership, customer) -> None:
     except compose.TemplateNotFound:
         abort(404)
     flash(f"テンプレート「{template.name}」を挿入しました。", "info")
+
+
+@bp.route("/<int:message_id>/delete", methods=["GET", "POST"])
+@member_required
+def delete(message_id: int):
+    """Confirm, then delete one message in the portal (never on the mail server); managers and above."""
+    message = get_scoped_or_404(MailMessage, message_id)
+    authorize(Action.DELETE_MAIL)
+    return _delete([message], message, "メールの削除", "このメールを削除しますか？",
+                   url_for("mails.delete", message_id=message.id))
+
+
+@bp.route("/<int:message_id>/delete-thread", methods=["GET", "POST"])
+@member_required
+def delete_thread(message_id: int):
+    """Confirm, then delete every message of the message's thread in the portal; managers and above."""
+    message = get_scoped_or_404(MailMessage, message_id)
+    authorize(Action.DELETE_MAIL)
+    doomed = deletion.thread_of(db.session, message)
+    return _delete(doomed, message, "スレッドの削除", f"このスレッドのメール {len(doomed)}件をすべて削除しますか？",
+                   url_for("mails.delete_thread", message_id=message.id))
+
+
+def _delete(doomed: list[MailMessage], message: MailMessage, title: str, question: str, action: str):
+    """The confirmation screen (GET) or the deletion (POST), then back to what is left of the thread or the list."""
+    if request.method == "GET":
+        return render_template("mails/delete.html", doomed=doomed, message=message, title=title, question=question,
+                               action=action)
+    remaining = [m.id for m in deletion.thread_of(db.session, message) if m not in doomed]
+    done = deletion.delete_messages(db.session, current_membership(), doomed, utcnow())
+    flash(f"メールを{done.messages}件削除しました。メールサーバーのメールはそのまま残っています。", "success")
+    if remaining:
+        return redirect(url_for("mails.thread", message_id=remaining[0]))
+    return redirect(url_for("mails.index"))

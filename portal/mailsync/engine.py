@@ -18,7 +18,7 @@ from portal.mailsync.parse import ParsedMessage, parse_message
 from portal.mailsync.rules import (AccountSnapshot, CustomerRef, Decision, Envelope, Exclusion, decide,
                                    whole_seconds)
 from portal.models import (Customer, Direction, FolderRole, ImportLogEntry, LinkState, MailAttachment, MailboxFolder,
-                           MailboxLink, MailCustomer, MailMessage, MailSource, MailThread, Membership,
+                           MailboxLink, MailCustomer, MailMessage, MailSource, MailThread, MailTombstone, Membership,
                            MembershipState, User)
 from portal.scoping import for_account
 
@@ -160,6 +160,11 @@ class _BatchWriter:
         keys = {"mid:" + p.message_id[:240] for p in self.parsed.values() if p.message_id}
         known = for_account(select(MailMessage), link.account_id).where(MailMessage.message_key.in_(keys))
         self.by_key = {m.message_key: m for m in session.scalars(known)} if keys else {}
+        # Read after the messages: a deletion commits its tombstone with the message's removal, so a message
+        # missing above has its tombstone visible here (one found above and deleted since fails the commit).
+        self.tombstoned = set(session.scalars(for_account(select(MailTombstone.message_key), link.account_id)
+                                              .where(MailTombstone.message_key.in_(keys)))) if keys else set()
+        self.deleted: list[int] = []  # UIDs of mail deleted in the portal: never stored again
         self.seen = set(session.scalars(select(MailSource.uid).where(
             MailSource.link_id == link.id, MailSource.folder_role == folder.role,
             MailSource.uidvalidity == folder.uidvalidity, MailSource.uid.in_(list(raws)))))
@@ -178,6 +183,9 @@ class _BatchWriter:
         if key not in self.by_key:
             self.by_key[key] = self.session.scalar(for_account(select(MailMessage), self.link.account_id)
                                                    .where(MailMessage.message_key == key))
+            if self.session.scalar(for_account(select(MailTombstone.id), self.link.account_id)
+                                   .where(MailTombstone.message_key == key)) is not None:
+                self.tombstoned.add(key)
         return key, self.by_key[key]
 
     def _thread(self, parsed: ParsedMessage, customer_ids: tuple[int, ...], when: datetime) -> MailThread:
@@ -212,6 +220,9 @@ class _BatchWriter:
         """Store (or find) the message, record this sighting and its customers; True when newly stored."""
         parsed = self.parsed.get(uid) or parse_message(raw)
         key, message = self._key(parsed, raw)
+        if key in self.tombstoned:
+            self.deleted.append(uid)
+            return False
         created = message is None
         if created:
             thread = self._thread(parsed, decision.customer_ids, internal_date)
@@ -267,10 +278,11 @@ def _addresses_text(addresses) -> str:
 
 
 def _log_exclusions(session: Session, link: MailboxLink, folder: MailboxFolder, batch: _Batch,
-                    envelopes: dict[int, FetchedEnvelope]) -> None:
-    """Remember why each fetched message stayed out (and which ones were too large)."""
+                    envelopes: dict[int, FetchedEnvelope], deleted: list[int]) -> None:
+    """Remember why each fetched message stayed out (too large, or deleted in the portal before)."""
     reasons = dict(batch.excluded)
     reasons.update({uid: Exclusion.TOO_LARGE for uid in batch.too_large})
+    reasons.update({uid: Exclusion.DELETED for uid in deleted})
     for uid, reason in reasons.items():
         headers = _raw_headers(envelopes[uid])
         session.add(ImportLogEntry(link_id=link.id, folder_role=folder.role, uid=uid, reason=reason.value,
@@ -299,7 +311,7 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         too_large = 0
         for uid, decision in batch.too_large.items():
             too_large += writer.store(uid, raws[uid], decision, by_uid[uid].internal_date, True)
-        _log_exclusions(session, link, folder, batch, by_uid)
+        _log_exclusions(session, link, folder, batch, by_uid, writer.deleted)
     after_import(session, writer.created, now)  # same transaction as the messages
     return imported + too_large, too_large
 

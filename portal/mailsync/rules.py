@@ -15,6 +15,7 @@ class Exclusion(str, enum.Enum):
     MEMBER_ADDRESS = "member_address"
     BEFORE_CUSTOMER = "before_customer"
     TOO_LARGE = "too_large"
+    DELETED = "deleted"  # deleted in the portal: its tombstone keeps it out for good
 
 
 EXCLUSION_LABELS = {
@@ -24,6 +25,7 @@ EXCLUSION_LABELS = {
     Exclusion.MEMBER_ADDRESS: "顧客と同じアドレスがポータルのユーザーのものです",
     Exclusion.BEFORE_CUSTOMER: "顧客の登録より前に届いたメールです",
     Exclusion.TOO_LARGE: "サイズが上限を超えています",
+    Exclusion.DELETED: "ポータルで削除されたメールです（再び取り込むことはありません）",
 }
 
 

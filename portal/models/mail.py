@@ -143,6 +143,21 @@ class MailAttachment(Base):
     message: Mapped[MailMessage] = relationship(back_populates="attachments")
 
 
+class MailTombstone(Base):
+    """A message deleted in the portal: its key stays so no pass, link or re-link of the account imports it again.
+
+    Only the key is kept (no subject, no sender): the deleted mail is gone from the portal for good."""
+
+    __tablename__ = "mail_tombstones"
+    __table_args__ = (UniqueConstraint("account_id", "message_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    message_key: Mapped[str] = mapped_column(String(255))
+    deleted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
 class ImportLogEntry(Base):
     """A fetched message that was not imported and the rule that kept it out (for 「なぜ取り込まれないのか」)."""
 

@@ -23,9 +23,11 @@ PROMISED = {
     Action.EDIT_MAILBOX_PRESETS: MANAGERS_UP,
     Action.LINK_OWN_MAILBOX: EVERYONE,
     Action.VIEW_ALL_LINKS: ADMINS_UP,
-    # Mail: every member reads all of the account's mail and replies through his own mailbox.
+    # Mail: every member reads all of the account's mail and replies through his own mailbox; managers and above
+    # delete imported mail in the portal (issue 12: 「マネージャー以上」).
     Action.READ_MAIL: EVERYONE,
     Action.SEND_MAIL: EVERYONE,
+    Action.DELETE_MAIL: MANAGERS_UP,
     # Templates: everyone writes his own and uses any; shared ones and other members' are managers' and above.
     Action.USE_TEMPLATES: EVERYONE,
     Action.EDIT_SHARED_TEMPLATES: MANAGERS_UP,

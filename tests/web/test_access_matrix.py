@@ -146,6 +146,10 @@ CASES = [
     Case("GET", "/mails/{mail}", ALL),
     Case("GET", "/mails/{mail}/reply", ALL),
     Case("POST", "/mails/{mail}/reply", only(EVERYONE, 422), {"to": "", "subject": "", "body": "", "action": "send"}),
+    Case("GET", "/mails/{mail}/delete", only(MANAGERS)),
+    Case("POST", "/mails/{mail}/delete", only(MANAGERS, 302)),
+    Case("GET", "/mails/{mail}/delete-thread", only(MANAGERS)),
+    Case("POST", "/mails/{mail}/delete-thread", only(MANAGERS, 302)),
     Case("GET", "/mails/attachments/{attachment}", ALL),
     # The sandboxed mail frame sends no cookie: the signature alone opens the image, and only the one it names.
     Case("GET", "/mails/attachments/{image}/inline?sig={image_sig}", public(200), prepare=inline_signature),
