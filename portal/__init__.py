@@ -84,7 +84,7 @@ def register_blueprints(app: Flask) -> None:
 
 def register_template_helpers(app: Flask) -> None:
     """Expose the policy and the current membership to every template."""
-    from portal.forms import SECURITY_LABELS
+    from portal.forms import SECURITY_LABELS, SECURITY_SHORT_LABELS
     from portal.mailbox.services import link_needing_action
     from portal.policy import ROLE_LABELS, Action, can
     from portal.web import current_membership
@@ -97,7 +97,7 @@ def register_template_helpers(app: Flask) -> None:
             return membership is not None and can(membership.role, Action(action_name))
 
         return {"current_membership": membership, "can": allowed, "ROLE_LABELS": ROLE_LABELS,
-                "SECURITY_LABELS": SECURITY_LABELS, "link_needing_action": link_needing_action(membership)}
+                "SECURITY_LABELS": SECURITY_LABELS, "SECURITY_SHORT_LABELS": SECURITY_SHORT_LABELS, "link_needing_action": link_needing_action(membership)}
 
     @app.template_filter("jst")
     def format_jst(value, fmt="%Y/%m/%d %H:%M"):
@@ -133,6 +133,10 @@ def register_template_helpers(app: Flask) -> None:
             if seconds >= unit_seconds and seconds % unit_seconds == 0:
                 return f"{seconds // unit_seconds}{unit}おき"
         return f"{seconds}秒おき"
+
+    from portal.automations.services import is_automatic_reply
+    # The 自動返信 badge uses the same rule that keeps automatic replies from stopping an automation.
+    app.jinja_env.globals["is_automatic_reply"] = is_automatic_reply
 
     # Blueprints whose screens live under アカウント・機能設定 (menu highlight and breadcrumb).
     app.jinja_env.globals["SETTINGS_FAMILY"] = {"settings", "users", "features", "presets", "mailbox"}

@@ -1,12 +1,12 @@
 """Japanese error pages for 400/403/404/405/413/422/429/500 and CSRF failures."""
-from flask import Flask, render_template
+from flask import Flask, has_request_context, render_template, request
 from flask_wtf.csrf import CSRFError
 
 from portal.extensions import db
 
 MESSAGES = {
     400: ("リクエストが正しくありません", "入力内容を確認して、もう一度お試しください。"),
-    403: ("閲覧権限がありません", "この画面を表示または操作する権限がありません。"),
+    403: ("閲覧権限がありません", "この画面を表示する権限がありません。"),
     404: ("ページが見つかりません", "お探しのページは存在しないか、削除された可能性があります。"),
     405: ("この操作はできません", "このページではその操作を受け付けていません。"),
     413: ("送信データが大きすぎます", "一度に送信できるのは2MBまでです。本文などを短くして、もう一度お試しください。"),
@@ -16,9 +16,22 @@ MESSAGES = {
 }
 
 
+# A 403 for a change (a POST, or a form or confirmation screen) says 操作, not 閲覧.
+EDIT_FORBIDDEN = ("操作権限がありません", "この操作を行う権限がありません。必要な場合は、オーナーかアドミンにご依頼ください。")
+EDIT_PATH_PARTS = {"new", "edit", "delete", "disable", "enable", "cancel", "unlink", "reset-link", "role", "reply",
+                   "compose", "on", "off", "stop", "link", "reauth", "sync"}
+
+
+def _is_change_attempt() -> bool:
+    """True for a POST, or for opening a screen that exists to change something (its path names the change)."""
+    if not has_request_context():
+        return False
+    return request.method not in ("GET", "HEAD") or bool(EDIT_PATH_PARTS & set(request.path.split("/")))
+
+
 def render_error(status: int, detail: str | None = None):
     """Render the shared error page with the status's Japanese title."""
-    title, message = MESSAGES[status]
+    title, message = EDIT_FORBIDDEN if status == 403 and _is_change_attempt() else MESSAGES[status]
     return render_template("errors/error.html", status=status, title=title, message=detail or message), status
 
 

@@ -84,6 +84,8 @@ def strip(value):
 
 
 SECURITY_LABELS = {"ssl": "SSL/TLS", "starttls": "STARTTLS", "none": "なし（暗号化しない）"}
+# The same, beside a server address on a status screen (no nested brackets there).
+SECURITY_SHORT_LABELS = {"ssl": "SSL/TLS", "starttls": "STARTTLS", "none": "暗号化なし"}
 
 
 class ServerFieldsMixin:

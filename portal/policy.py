@@ -59,7 +59,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.EDIT_SEQUENCES: frozenset(_MANAGERS_UP),
 }
 
-ROLE_LABELS = {Role.OWNER: "オーナー", Role.ADMIN: "管理者", Role.MANAGER: "マネージャー", Role.USER: "ユーザー"}
+ROLE_LABELS = {Role.OWNER: "オーナー", Role.ADMIN: "アドミン", Role.MANAGER: "マネージャー", Role.USER: "ユーザー"}
 
 
 class PermissionDenied(Exception):

@@ -22,10 +22,10 @@ ALREADY_RUNNING = "このお客様はすでに実行中です。"
 def enroll_for_others_message(assignee) -> str:
     """Why a plain user may not enrol this customer, naming the 担当者 whose mailbox would send."""
     if assignee is None:
-        return ("担当者が設定されていないお客様を登録できるのは、マネージャー以上のメンバーです。"
+        return ("担当者が設定されていないお客様を登録できるのは、マネージャー以上のユーザーです。"
                 "先に顧客情報で担当者を自分に設定してください。")
     return (f"このお客様の担当者は{assignee.user.name}さんです。セールスオートメーションのメールは担当者のメールボックスから"
-            "送信されるため、登録できるのは担当者本人かマネージャー以上のメンバーです。")
+            "送信されるため、登録できるのは担当者本人かマネージャー以上のユーザーです。")
 
 
 @bp.app_context_processor

@@ -84,9 +84,9 @@ def _outgoing(session: Session, enrollment: Enrollment, secret_key: str) -> tupl
         raise _CannotSend(f"担当者（{member.user.name}）が利用停止中のため、送信できませんでした。担当者を変更してください。")
     if not may_send_from(enrollment, member):
         # Held, not stopped: setting the 担当者 back lets it continue; otherwise a member stops it and enrols again.
-        raise _CannotSend(f"担当者（{member.user.name}）本人かマネージャー以上のメンバーが登録したものではないため、"
+        raise _CannotSend(f"担当者（{member.user.name}）本人かマネージャー以上のユーザーが登録したものではないため、"
                           f"{member.user.name}さんのメールボックスからは送信しません。停止して、担当者本人かマネージャー以上の"
-                          "メンバーが登録し直してください。")
+                          "ユーザーが登録し直してください。")
     step = enrollment.sequence.steps[enrollment.next_position]
     values = PlaceholderValues(customer_name=customer.name, company=customer.company or "",
                                member_name=member.user.name)

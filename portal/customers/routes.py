@@ -14,7 +14,7 @@ from portal.web import authorize, current_membership, get_scoped_or_404, member_
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
 RESTRICTED = "閲覧権限がありません。担当者閲覧制限により、担当のお客様のみ表示できます。"
-ASSIGN_SELF_ONLY = "担当者には自分か「（未設定）」を選んでください。ほかのメンバーを担当者にできるのはマネージャー以上です。"
+ASSIGN_SELF_ONLY = "担当者には自分か「（未設定）」を選んでください。ほかのユーザーを担当者にできるのはマネージャー以上です。"
 
 
 def _load_visible(customer_id: int) -> Customer:

@@ -32,7 +32,7 @@ class MailFilterForm(PortalForm):
     class Meta:
         csrf = False
 
-    member = SelectField("メンバー", coerce=str, validators=[Optional()], validate_choice=False)
+    member = SelectField("ユーザー", coerce=str, validators=[Optional()], validate_choice=False)
     direction = SelectField("種別", choices=[SelectChoice("", "すべて"), SelectChoice("received", "受信"),
                                      SelectChoice("sent", "送信")],
                             validators=[Optional()], validate_choice=False)

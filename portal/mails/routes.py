@@ -26,7 +26,7 @@ def index():
     membership = current_membership()
     form = MailFilterForm(request.args)
     members = services.filter_members(db.session, membership.account_id)
-    form.member.choices = [SelectChoice("", "すべてのメンバー")] + [SelectChoice(str(m.id), m.user.name) for m in members]
+    form.member.choices = [SelectChoice("", "すべてのユーザー")] + [SelectChoice(str(m.id), m.user.name) for m in members]
     valid = form.validate()
     filters = _filters(form, valid)
     customer = (db.session.get(Customer, filters.customer_id) if filters.customer_id else None)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 PLACEHOLDERS: dict[str, str] = {
     "顧客名": "お客様のお名前",
     "会社名": "お客様の会社名",
-    "担当者名": "送信するメンバーの名前",
+    "担当者名": "送信するユーザーの名前",
 }
 
 # Spaces (half- or full-width) may pad the name. Braces stay on one line so that a stray "{{" does not

@@ -111,7 +111,7 @@ def test_owner_adds_edits_and_deletes_preset(live_server, tmp_path):
         open_setting(page, "メールボックスサーバーの推奨設定")
 
         page.get_by_role("link", name="追加").click()
-        expect(page.locator("h1")).to_have_text("メールボックスサーバーの推奨設定を追加/編集")
+        expect(page.locator("h1")).to_have_text("メールボックスサーバーの推奨設定を追加")
         fill_preset(page, PRESET)
         page.get_by_role("button", name="保存").click()
         expect(page.get_by_role("alert")).to_contain_text("メールボックスサーバーの推奨設定を保存しました。")
@@ -121,7 +121,7 @@ def test_owner_adds_edits_and_deletes_preset(live_server, tmp_path):
         pen = preset_row(page, PRESET).locator("a", has=page.locator("i.bi-pencil"))
         expect(pen).to_have_attribute("aria-label", f"「{PRESET}」を編集")
         pen.click()
-        expect(page.locator("h1")).to_have_text("メールボックスサーバーの推奨設定を追加/編集")
+        expect(page.locator("h1")).to_have_text("メールボックスサーバーの推奨設定を編集")
         expect(page.locator("#name")).to_have_value(PRESET)
         page.fill("#name", RENAMED)
         page.get_by_role("button", name="保存").click()

@@ -64,7 +64,7 @@ def test_a_users_enrolment_is_held_when_the_customer_moves_to_another_member(tea
     assert send_due_steps(db.session, NOW, environment(smtp)) == 0
     held = reload(enrollment)
     assert smtp.sent == [] and held.state == EnrollmentState.ACTIVE and held.next_position == 0
-    assert "本人かマネージャー以上のメンバーが登録したものではない" in held.last_error
+    assert "本人かマネージャー以上のユーザーが登録したものではない" in held.last_error
     assert held.next_due_at == NOW + RETRY_AFTER
     reassign(customer, manager, user)  # handed back: the user's own enrolment continues from their mailbox
     assert send_due_steps(db.session, NOW + RETRY_AFTER, environment(smtp)) == 1

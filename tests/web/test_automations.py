@@ -303,14 +303,14 @@ def test_a_plain_user_cannot_enrol_a_customer_of_another_member(client, auth, wo
     auth.login_member(members[Role.USER])
     page = BeautifulSoup(client.get(f"/customers/{customer.id}").get_data(as_text=True), "html.parser")
     assert page.find("form", {"action": "/automations/enroll"}) is None
-    assert "本人かマネージャー以上のメンバーです" in page.find(id="automations").get_text()
+    assert "本人かマネージャー以上のユーザーです" in page.find(id="automations").get_text()
     response = client.post(f"/automations/{world['sequence'].id}/enroll", data={"customer_id": customer.id})
     assert response.status_code == 403
     text = response.get_data(as_text=True)
     if assigned_to:
         assert f"このお客様の担当者は{members[Role.OWNER].user.name}さんです。" in text
     else:
-        assert "担当者が設定されていないお客様を登録できるのは、マネージャー以上のメンバーです。" in text
+        assert "担当者が設定されていないお客様を登録できるのは、マネージャー以上のユーザーです。" in text
     assert enrollments_of(customer) == []
 
 

@@ -161,10 +161,11 @@ def test_viewing_restriction_limits_plain_users(client, auth):
     listing = client.get("/customers").get_data(as_text=True)
     assert "自分の顧客" in listing and "他人の顧客" not in listing
     assert client.get(f"/customers/{mine.id}").status_code == 200
-    for path in (f"/customers/{theirs.id}", f"/customers/{theirs.id}/edit"):
+    for path, title in ((f"/customers/{theirs.id}", "閲覧権限がありません"),
+                        (f"/customers/{theirs.id}/edit", "操作権限がありません")):
         response = client.get(path)
         assert response.status_code == 403
-        assert "閲覧権限がありません" in response.get_data(as_text=True)
+        assert title in response.get_data(as_text=True)
 
 
 def test_viewing_restriction_does_not_limit_managers(client, auth):
@@ -218,7 +219,7 @@ def test_a_plain_user_assigns_only_themselves_or_nobody(client, auth):
     assert assignee_options(client.get("/customers/new").get_data(as_text=True)) == ["（未設定）", user.user.name]
     refused = client.post("/customers/new", data=form(assigned=str(owner.id)))
     assert refused.status_code == 422
-    assert "ほかのメンバーを担当者にできるのはマネージャー以上です。" in refused.get_data(as_text=True)
+    assert "ほかのユーザーを担当者にできるのはマネージャー以上です。" in refused.get_data(as_text=True)
     assert live_customers(account.id) == []
     assert client.post("/customers/new", data=form(assigned=str(user.id))).status_code == 302
     [customer] = live_customers(account.id)

@@ -62,7 +62,7 @@ def test_create_shows_placeholders_and_the_template_appears_in_the_list(client, 
     auth.login_member(user)
     form = client.get("/templates/new").get_data(as_text=True)
     assert "使える差し込み項目" in form
-    assert "{{顧客名}}" in form and "お客様のお名前" in form and "送信するメンバーの名前" in form
+    assert "{{顧客名}}" in form and "お客様のお名前" in form and "送信するユーザーの名前" in form
     response = client.post("/templates/new", data=GOOD, follow_redirects=True)
     page = response.get_data(as_text=True)
     assert "テンプレート「お問い合わせのお礼」を作成しました。" in page
