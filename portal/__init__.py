@@ -28,8 +28,9 @@ def create_app(config: dict | None = None) -> Flask:
     inputs.init_app(app)  # before the blueprints: their <int:> rules take its bounded converter
     register_blueprints(app)
     register_template_helpers(app)
-    from portal import errors, cli
+    from portal import cli, errors, headers
     errors.init_app(app)
+    headers.init_app(app)
     cli.init_app(app)
     return app
 

@@ -84,7 +84,7 @@ def thread(message_id: int):
     # The page's own policy; the sandboxed srcdoc frames inherit it on top of their own.
     response.headers["Content-Security-Policy"] = (
         f"default-src 'self'; img-src 'self' data:{remote}; style-src 'self' 'unsafe-inline'; script-src 'self'; "
-        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
