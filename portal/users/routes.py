@@ -165,7 +165,7 @@ def confirm_change(membership_id: int, change: str):
     link = live_link(db.session, member.id)  # stopped by the change, so both screens name it
     if request.method == "POST":
         service = services.disable_member if change == "disable" else services.delete_member
-        if _apply(service, member):
+        if _apply(service, member, utcnow()):
             done = f"{member.user.name}さんを{'無効化' if change == 'disable' else '削除'}しました。"
             if link is not None:
                 done += f"メールボックス連携（{link.email}）を解除しました。取り込み済みのメールはそのまま残ります。"

@@ -8,8 +8,7 @@ from portal import audit, passwords
 from portal.auth.resets import IN_ANOTHER_ACCOUNT, issue_reset, other_account_membership
 from portal.auth.services import new_token, normalise_email, revoke_membership_sessions
 from portal.mailbox.services import unlink_membership
-from portal.models import (Account, Customer, Invitation, Membership, MembershipState, Role, UnlinkReason, User,
-                           utcnow)
+from portal.models import Account, Customer, Invitation, Membership, MembershipState, Role, UnlinkReason, User
 from portal.policy import Action, ensure
 from portal.scoping import for_account
 
@@ -84,16 +83,30 @@ def change_role(session: Session, actor: Membership, target: Membership, role: R
     session.commit()
 
 
-def disable_member(session: Session, actor: Membership, target: Membership) -> None:
-    """Disable a member and end their live sessions in this account."""
+_STOPPING = {  # what stops a member working: (refusal for oneself, why the mailbox is unlinked, audit action)
+    MembershipState.DISABLED: ("自分自身を無効化することはできません。", UnlinkReason.MEMBER_DISABLED, "member.disable"),
+    MembershipState.DELETED: ("自分自身を削除することはできません。", UnlinkReason.MEMBER_DELETED, "member.delete"),
+}
+
+
+def _stop_working(session: Session, actor: Membership, target: Membership, state: MembershipState,
+                  now: datetime) -> None:
+    """Disable or delete a member (never oneself, never the last owner): their sessions in this account end and
+    their mailbox is unlinked; no commit."""
+    refusal, unlink_reason, action = _STOPPING[state]
     if target.id == actor.id:
-        raise MemberRuleBroken("自分自身を無効化することはできません。")
+        raise MemberRuleBroken(refusal)
     _guard(session, actor, target, leaves_owners=True)
-    target.state = MembershipState.DISABLED
+    target.state = state
     revoke_membership_sessions(session, target.id)
-    unlinked = unlink_membership(session, target.id, UnlinkReason.MEMBER_DISABLED, actor.user_id, utcnow())
-    audit.record(session, target.account_id, actor.user_id, "member.disable", "membership", target.id,
+    unlinked = unlink_membership(session, target.id, unlink_reason, actor.user_id, now)
+    audit.record(session, target.account_id, actor.user_id, action, "membership", target.id,
                  mailbox_unlinked=bool(unlinked))
+
+
+def disable_member(session: Session, actor: Membership, target: Membership, now: datetime) -> None:
+    """Disable a member and end their live sessions in this account."""
+    _stop_working(session, actor, target, MembershipState.DISABLED, now)
     session.commit()
 
 
@@ -105,18 +118,11 @@ def enable_member(session: Session, actor: Membership, target: Membership) -> No
     session.commit()
 
 
-def delete_member(session: Session, actor: Membership, target: Membership) -> None:
+def delete_member(session: Session, actor: Membership, target: Membership, now: datetime) -> None:
     """Remove a member from the account; the row stays (state deleted) so history keeps the name."""
-    if target.id == actor.id:
-        raise MemberRuleBroken("自分自身を削除することはできません。")
-    _guard(session, actor, target, leaves_owners=True)
-    target.state = MembershipState.DELETED
-    revoke_membership_sessions(session, target.id)
-    unlinked = unlink_membership(session, target.id, UnlinkReason.MEMBER_DELETED, actor.user_id, utcnow())
+    _stop_working(session, actor, target, MembershipState.DELETED, now)
     session.execute(update(Customer).where(Customer.assigned_membership_id == target.id)
                     .values(assigned_membership_id=None))
-    audit.record(session, target.account_id, actor.user_id, "member.delete", "membership", target.id,
-                 mailbox_unlinked=bool(unlinked))
     session.commit()
 
 

@@ -10,7 +10,7 @@ from portal.extensions import db
 from portal.mailbox.services import live_link
 from portal.mails import sending, services
 from portal.mailsync.headers import decode_header_value
-from portal.models import Direction, MailAttachment, MailDraft, MailMessage, MembershipState, Role
+from portal.models import Direction, MailAttachment, MailDraft, MailMessage, MembershipState, Role, utcnow
 from portal.users.services import disable_member
 from tests.factories import enable_email, make_account, make_customer, make_link, make_member, make_message
 from tests.fakes import FakeImap, FakeSmtp, environment
@@ -112,7 +112,7 @@ def test_mail_stays_after_customer_deleted_link_unlinked_and_member_disabled(cli
     customer = make_customer(account, name="消える顧客")
     message = make_message(account, [customer], member=member, subject="残るメール")
     delete_customer(db.session, customer, None)
-    disable_member(db.session, owner, member)
+    disable_member(db.session, owner, member, utcnow())
     assert live_link(db.session, member.id) is None  # disabling the member unlinked the mailbox
     auth.login_member(owner)
     response = client.get("/mails")
