@@ -1,4 +1,5 @@
 """送受信メール: the mail list, a thread, attachments, and replying in a thread."""
+import re
 import secrets
 from io import BytesIO
 
@@ -13,6 +14,7 @@ from portal.inputs import bounded_id, clamp_date, requested_page
 from portal.mails import compose, deletion, sending, services
 from portal.mails.forms import ComposeForm, MailFilterForm
 from portal.mails.render import estimated_frame_height, render_mail_html
+from portal.mailsync.charsets import safe_filename
 from portal.models import Customer, Direction, MailMessage, utcnow
 from portal.policy import Action
 from portal.web import authorize, current_membership, get_scoped_or_404, member_required, permission_required
@@ -130,8 +132,10 @@ def inline_image(attachment_id: int):
 
 def _file_response(found, as_attachment: bool):
     """Send stored bytes so a browser never runs them as a page of the portal."""
-    response = send_file(BytesIO(found.content), mimetype=found.content_type or "application/octet-stream",
-                         as_attachment=as_attachment, download_name=found.filename or "attachment",
+    # Cleaned again here: rows imported before the importer cleaned names may hold a CR/LF (a 500 in the header).
+    content_type = found.content_type if re.fullmatch(r"[\w.+-]+/[\w.+-]+", found.content_type or "") else None
+    response = send_file(BytesIO(found.content), mimetype=content_type or "application/octet-stream",
+                         as_attachment=as_attachment, download_name=safe_filename(found.filename) or "attachment",
                          max_age=0)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"

@@ -117,6 +117,24 @@ def clean(text: str) -> str:
     return text.encode("utf-8", errors="replace").decode("utf-8") if _has_surrogates(text) else text
 
 
+# Controls (C0, DEL, C1) and the Unicode line and paragraph separators: none belongs in a file name or a header.
+_FILENAME_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+MAX_FILENAME_LENGTH = 255
+
+
+def safe_filename(name: str | None) -> str:
+    """A file name fit for storage and a Content-Disposition header: no control character (a CR/LF from
+    `filename*=UTF-8''a%0D%0Ab` would break the download's headers), no path, at most 255 characters; may be ""."""
+    text = _FILENAME_CONTROLS.sub(" ", clean(name or ""))
+    text = re.split(r"[\\/]", text)[-1]  # Netscape sent "C:\\TEMP\\x.png"; a name must not be a path
+    text = " ".join(text.split())
+    if len(text) > MAX_FILENAME_LENGTH:
+        stem, dot, extension = text.rpartition(".")
+        keep = extension if dot and stem and len(extension) <= 16 else ""
+        text = text[:MAX_FILENAME_LENGTH - len(keep) - (1 if keep else 0)].rstrip() + (f".{keep}" if keep else "")
+    return text
+
+
 def _has_surrogates(text: str) -> bool:
     """True when the text holds unpaired surrogate code points."""
     try:

@@ -12,7 +12,7 @@ from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesHeaderParser
 
-from portal.mailsync.charsets import clean, decode_text
+from portal.mailsync.charsets import clean, decode_text, safe_filename
 from portal.mailsync.headers import (ENCODED_WORD, Address, decode_addresses, decode_header, header_date, message_ids,
                                      squash, unfold, word_bytes)
 
@@ -213,7 +213,7 @@ def _filename(part: Message, hint: str | None) -> tuple[str | None, bool]:
             name, bad = decode_header(str(value), hint)
         else:
             continue
-        name = re.split(r"[\\/]", name)[-1].strip()  # Netscape sent "C:\\TEMP\\x.png"; a name must not be a path
+        name = safe_filename(name)
         if name:
             return name, bad
     return None, False

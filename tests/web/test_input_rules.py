@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db
 from portal.inputs import CONTROL_CHARACTER_MESSAGE
-from portal.models import Customer, MailTemplate, Role, User
+from portal.models import Customer, MailAttachment, MailTemplate, Role, User
 from tests.factories import enable_email, make_account, make_customer, make_member, make_message
 
 HUGE_IDS = [2**31, 2**63, 10**30]
@@ -188,3 +188,20 @@ def test_line_breaks_in_a_single_line_field_are_refused(client, auth, path, data
     response = client.post(path, data=data)
     assert response.status_code == 422, path
     assert "改行を含めることはできません" in _text(response)
+
+
+# --- hole 7: a hostile attachment file name already stored ----------------------------------------------------------
+
+def test_an_attachment_stored_with_a_line_break_in_its_name_still_downloads(client, auth):
+    """A row imported before names were cleaned: the download answers (was a 500) with a one-line name."""
+    account, owner = make_account()
+    enable_email(account, owner)
+    bad = MailAttachment(filename="evil\r\nSet-Cookie: x=1\r\n.txt", content_type="text/plain\r\nX-Evil: 1",
+                         size_bytes=5, content=b"hello")
+    make_message(account, [make_customer(account)], attachments=[bad])
+    auth.login_member(owner)
+    response = client.get(f"/mails/attachments/{bad.id}")
+    assert response.status_code == 200 and response.data == b"hello"
+    assert "Set-Cookie" not in response.headers and "X-Evil" not in response.headers
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    assert "evil Set-Cookie" in response.headers["Content-Disposition"]
