@@ -1,6 +1,7 @@
 """The base form, validators and fields with Japanese messages shared by every form."""
+from flask import flash
 from flask_wtf import FlaskForm
-from wtforms import FieldList, FormField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import FieldList, FormField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Regexp, StopValidation, ValidationError
 
@@ -28,6 +29,8 @@ class PortalForm(FlaskForm):
             if problem:
                 field.errors[:] = [problem]
                 valid = False
+                if isinstance(field, HiddenField):
+                    flash(problem, "danger")  # no template shows a hidden field's errors
         return valid
 
 

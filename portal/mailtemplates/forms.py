@@ -6,6 +6,9 @@ from portal.forms import PortalForm, max_length, required, strip
 from portal.mailtemplates.placeholders import PLACEHOLDERS, unknown_placeholders
 
 
+TEMPLATE_BODY_MAX = 20_000
+
+
 def unknown_placeholder_message(names: list[str]) -> str:
     """The Japanese error naming the unknown placeholders and the ones that may be used."""
     used = "・".join(f"{{{{{name}}}}}" for name in names)
@@ -30,5 +33,7 @@ class TemplateForm(PortalForm):
 
     name = StringField("テンプレート名", filters=[strip], validators=[required(), max_length(100)])
     subject = StringField("件名", filters=[strip], validators=[max_length(255), known_placeholders])
-    body = TextAreaField("本文", filters=[unix_newlines], validators=[required(), known_placeholders])
+    # Well under a reply body's 100,000: a template is inserted above the quoted original.
+    body = TextAreaField("本文", filters=[unix_newlines], validators=[required(), max_length(TEMPLATE_BODY_MAX),
+                                                                     known_placeholders])
     shared = BooleanField("共有テンプレートにする")

@@ -205,3 +205,34 @@ def test_an_attachment_stored_with_a_line_break_in_its_name_still_downloads(clie
     assert "Set-Cookie" not in response.headers and "X-Evil" not in response.headers
     assert response.headers["Content-Type"] == "application/octet-stream"
     assert "evil Set-Cookie" in response.headers["Content-Disposition"]
+
+
+# --- hole 9: request and field size limits -----------------------------------------------------------------------
+
+def test_a_request_over_the_size_limit_is_a_japanese_413(client, auth):
+    """A 3 MB body (e.g. a 20 MB template) is refused before any form reads it, with a page that says why."""
+    account, owner = make_account()
+    auth.login_member(owner)
+    response = client.post("/templates/new", data={"name": "大きい", "subject": "件名", "body": "あ" * 1_000_000})
+    assert response.status_code == 413
+    assert "送信データが大きすぎます" in _text(response)
+    assert db.session.scalar(select(MailTemplate).where(MailTemplate.account_id == account.id)) is None
+
+
+def test_a_template_body_has_a_maximum_length(client, auth):
+    """20,000 characters of template body at most (it was unlimited); the limit is said beside the field."""
+    account, owner = make_account()
+    auth.login_member(owner)
+    response = client.post("/templates/new", data={"name": "長い", "subject": "件名", "body": "a" * 20_001})
+    assert response.status_code == 422
+    assert "20000文字以内で入力してください" in _text(response)
+    response = client.post("/templates/new", data={"name": "長い", "subject": "件名", "body": "a" * 20_000})
+    assert response.status_code == 302
+
+
+def test_a_field_without_its_own_limit_gets_the_default_ceiling(client, auth):
+    """A single-line field that names no maximum (the login form's hidden next) still stops at 1,000 characters."""
+    make_account()
+    response = client.post("/login", data={"email": "a@example.jp", "password": "x", "next": "/" + "a" * 1_001})
+    assert response.status_code == 422
+    assert "1,000文字以内で入力してください" in _text(response)
