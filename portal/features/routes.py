@@ -4,6 +4,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from portal.extensions import db
 from portal.feature_contracts import is_enabled
 from portal.features import services
+from portal.features.chart import volume_chart
 from portal.features.forms import TurnOffForm, TurnOnForm
 from portal.models import EMAIL_FEATURE, utcnow
 from portal.policy import Action
@@ -21,7 +22,8 @@ def index():
     setup = services.mail_setup_progress(db.session, account_id) if states[EMAIL_FEATURE] else None
     return render_template("features/index.html", states=states, labels=services.FEATURE_LABELS,
                            history=services.billing_history(db.session, account_id),
-                           volume=services.stored_mail_volume(db.session, account_id), setup=setup)
+                           volume=services.stored_mail_volume(db.session, account_id), setup=setup,
+                           chart=volume_chart(services.volume_history(db.session, account_id, utcnow())))
 
 
 @bp.route("/<feature>/<any(on, off):change>", methods=["GET", "POST"])

@@ -1,8 +1,9 @@
 """Feature contracts: on/off with a billing event; turning メール off unlinks every mailbox."""
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from portal import audit
@@ -12,6 +13,7 @@ from portal.models import (EMAIL_FEATURE, Account, BillingEvent, FeatureContract
 from portal.scoping import for_account
 
 FEATURE_LABELS = {EMAIL_FEATURE: "メール"}
+JST = ZoneInfo("Asia/Tokyo")
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,36 @@ def stored_mail_volume(session: Session, account_id: int) -> MailVolume:
     total, count = session.execute(for_account(select(func.coalesce(func.sum(MailMessage.size_bytes), 0),
                                                       func.count(MailMessage.id)), account_id, MailMessage)).one()
     return MailVolume(bytes=int(total), messages=int(count))
+
+
+@dataclass(frozen=True)
+class VolumePoint:
+    """The stored mail volume at the end of one month (the current month: now)."""
+
+    month: date
+    bytes: int
+
+
+def _month_start(year: int, month: int) -> datetime:
+    """The first instant of a month in Japan time, as UTC."""
+    return datetime(year, month, 1, tzinfo=JST).astimezone(timezone.utc)
+
+
+def volume_history(session: Session, account_id: int, now: datetime, months: int = 12) -> list[VolumePoint]:
+    """The storage volume at the end of each of the last `months` months, oldest first, in one query.
+
+    Built from the mail stored now by when it was imported, so mail deleted since then no longer counts in
+    earlier months either: the chart shows how today's stored mail grew, which is what storage is charged on.
+    """
+    local = now.astimezone(JST)
+    starts = []
+    year, month = local.year, local.month
+    for _ in range(months):
+        starts.append(date(year, month, 1))
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    starts.reverse()
+    ends = [_month_start(day.year + day.month // 12, day.month % 12 + 1) for day in starts[:-1]] + [now]
+    columns = [func.coalesce(func.sum(case((MailMessage.imported_at < end, MailMessage.size_bytes), else_=0)), 0)
+               for end in ends]
+    totals = session.execute(for_account(select(*columns), account_id, MailMessage)).one()
+    return [VolumePoint(month=day, bytes=int(total)) for day, total in zip(starts, totals)]

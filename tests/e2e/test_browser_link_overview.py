@@ -90,3 +90,20 @@ def test_a_reauth_link_shows_its_banner_on_every_page(live_server, tmp_path):
         expect(page.locator("#sync-interval")).to_have_text("新着メールは3分おきに取り込まれます。")
         keep_screenshot(page, tmp_path / "mailbox-reauth.png")
         assert_only_portal(requests, errors, base_url)
+
+
+def test_features_page_shows_next_steps_and_the_volume_chart(live_server, tmp_path):
+    """With メール on and a member still unlinked: the linked next steps, and the 12-month chart drawn inline."""
+    app, base_url = live_server
+    people = seed_team(app)
+    with chromium_page() as page:
+        requests, errors = watch(page)
+        log_in(page, base_url, people["admin"], PASSWORD)
+        page.goto(f"{base_url}/settings/features")
+        steps = page.locator("#next-steps")
+        expect(steps).to_contain_text("連携済み: 1 / 3人")
+        expect(page.locator("#volume-chart g.volume-bar")).to_have_count(12)
+        keep_screenshot(page, tmp_path / "features-next-steps-chart.png")
+        steps.get_by_role("link", name="メールボックスサーバーの推奨設定").click()
+        expect(page.locator("h1")).to_have_text("メールボックスサーバーの推奨設定")
+        assert_only_portal(requests, errors, base_url)
