@@ -198,6 +198,7 @@ SENTENCES: dict[str, Sentence] = {
     "customer.update": lambda e, a, n: (f"{a} が顧客{_quoted(_customer_name(e, n))}を変更しました"
                                         + (f"（{_customer_changes(e, n)}）" if _customer_changes(e, n) else "")),
     "customer.delete": lambda e, a, n: f"{a} が顧客{_quoted(_customer_name(e, n))}を削除しました",
+    "mail.delete": lambda e, a, n: f"{a} がメール{_quoted(e.details.get('subject') or '（件名なし）')}を削除しました",
     "mailbox.link": lambda e, a, n: (f"{a} がメールボックス（{n.link_email(e.target_id, e.details)}）を連携しました"
                                      + ("（OAuth2）" if e.details.get("auth_method") == "oauth2" else "")),
     "mailbox.reauth": lambda e, a, n: f"{a} がメールボックス連携（{n.link_email(e.target_id, e.details)}）を再認証しました",

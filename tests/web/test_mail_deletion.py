@@ -129,3 +129,12 @@ def test_another_accounts_message_is_404_and_stays(client, auth):
     assert client.post(f"/mails/{first.id}/delete").status_code == 404
     assert client.post(f"/mails/{first.id}/delete-thread").status_code == 404
     assert count(MailMessage) == 3 and count(MailTombstone) == 0
+
+
+def test_the_deletion_reads_as_a_sentence_in_the_history(client, auth):
+    """操作履歴 names who deleted which mail, in Japanese."""
+    account, owner, first, _, _ = seed_thread()
+    auth.login_member(owner)
+    client.post(f"/mails/{first.id}/delete")
+    text = BeautifulSoup(client.get("/settings/audit").get_data(as_text=True), "html.parser").get_text(" ")
+    assert f"{owner.user.name} がメール「お見積りのお願い」を削除しました" in text
