@@ -118,6 +118,8 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         # A pass holds its link's lease this long and renews it every third; a killed pass frees it after this.
         "SYNC_LEASE_SECONDS": int(environ.get("SYNC_LEASE_SECONDS", "60")),
         "MAIL_SIZE_CAP_BYTES": int(environ.get("MAIL_SIZE_CAP_BYTES", str(25 * 1024 * 1024))),
+        # The files of one reply or new mail together; base64 makes them a third larger on the wire.
+        "MAIL_ATTACHMENTS_MAX_BYTES": int(environ.get("MAIL_ATTACHMENTS_MAX_BYTES", str(10 * 1024 * 1024))),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": environ.get("SESSION_COOKIE_SECURE") == "1",

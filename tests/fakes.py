@@ -20,7 +20,7 @@ class FakeSmtp:
 
     def __init__(self, refuse=False):
         """Start with nothing sent."""
-        self.sent, self.refuse = [], refuse
+        self.sent, self.recipients, self.refuse = [], [], refuse
 
     def connect(self, settings, policy):
         """open_smtp stand-in."""
@@ -31,6 +31,7 @@ class FakeSmtp:
         if self.refuse:
             raise smtplib.SMTPRecipientsRefused({to_addrs[0]: (550, b"no such user")})
         self.sent.append(message_from_bytes(mime.as_bytes()))
+        self.recipients.append(list(to_addrs))
 
     def close(self):
         """Nothing to close."""

@@ -13,13 +13,20 @@ from sqlalchemy.orm import Session
 
 from portal.mailbox.services import live_link
 from portal.mails import sending
-from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders
+from portal.mailsync.charsets import safe_filename
+from portal.mailtemplates.placeholders import PlaceholderValues, fill_placeholders, fill_subject
 from portal.mailtemplates.services import templates_for
 from portal.models import Customer, Direction, LinkState, MailboxLink, MailDraft, MailMessage, MailTemplate, Membership
 from portal.scoping import get_in_account
 
 _REPLY_PREFIX = re.compile(r"(re|返信)\s*[:：]", re.IGNORECASE)
+# Cc addresses may be separated as people type them: commas, semicolons, spaces, Japanese punctuation.
+_CC_SEPARATORS = re.compile(r"[\s,;、，；]+")
+MAX_CC = 20
+MAX_ATTACHMENTS = 20
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
 NO_MAILBOX = "メールボックスが連携されていないため、返信できません。メールボックス連携を行ってください。"
+NO_MAILBOX_NEW = "メールボックスが連携されていないため、送信できません。メールボックス連携を行ってください。"
 
 
 class ComposeRefused(Exception):
@@ -43,6 +50,8 @@ class Composition:
     body: str = ""
     template_id: int | None = None
     compose_id: str | None = None
+    cc: str = ""  # as typed; see cc_addresses
+    attachments: tuple[sending.Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ def reply_start(session: Session, actor: Membership, original: MailMessage,
     """A new reply: To the customer, 「Re: 件名」, the quoted original; or the actor's unsent draft of it."""
     draft = find_draft(session, actor, original)
     if draft is not None:
-        return Composition(draft.to_address, draft.subject, draft.body, draft.template_id), draft
+        return _from_draft(draft), draft
     when = original.sent_at or original.received_at
     return Composition(to=reply_recipient(original), subject=reply_subject(original.subject),
                        body=quote(original, time_text(when) + " に")), None
@@ -93,70 +102,151 @@ def reply_customer(original: MailMessage, to: str) -> Customer | None:
     return customers[0] if customers else None
 
 
+def new_mail_start(session: Session, actor: Membership, customer: Customer) -> tuple[Composition, MailDraft | None]:
+    """A new mail to the customer: an empty form, or the actor's unsent draft to this customer."""
+    draft = find_draft(session, actor, customer=customer)
+    if draft is not None:
+        return _from_draft(draft), draft
+    return Composition(to=customer.email), None
+
+
+def _from_draft(draft: MailDraft) -> Composition:
+    """The form as the member left it (files are not kept: a browser cannot fill a file field again)."""
+    return Composition(draft.to_address, draft.subject, draft.body, draft.template_id, cc=draft.cc_addresses)
+
+
 def insert_template(session: Session, actor: Membership, template_id: int, customer: Customer | None,
-                    body: str) -> tuple[str, MailTemplate]:
-    """The chosen template's body, placeholders filled, above what is already written; and the template."""
+                    typed: Composition, new_mail: bool = False) -> tuple[Composition, MailTemplate]:
+    """The chosen template's body, placeholders filled, above what is already written; and the template.
+
+    A new mail with no subject yet takes the template's subject too; a reply keeps its 「Re: 件名」 so the thread
+    stays recognisable.
+    """
     template = get_in_account(session, MailTemplate, template_id, actor.account_id)
     if template is None:
         raise TemplateNotFound(template_id)
     values = PlaceholderValues(customer_name=customer.name if customer else "",
                                company=customer.company if customer else "", member_name=actor.user.name)
-    return fill_placeholders(template.body, values) + (body or ""), template
+    filled = replace(typed, body=fill_placeholders(template.body, values) + (typed.body or ""))
+    if new_mail and not (typed.subject or "").strip():
+        filled = replace(filled, subject=fill_subject(template.subject, values))
+    return filled, template
+
+
+def split_cc(text: str) -> list[str]:
+    """The Cc field's addresses as typed (commas, semicolons, spaces and Japanese punctuation separate them)."""
+    return [item for item in _CC_SEPARATORS.split(text or "") if item]
+
+
+def cc_addresses(text: str, to: str = "") -> tuple[str, ...]:
+    """The Cc addresses as typed, each checked, duplicates and the To address left out; InvalidHeader if not."""
+    found: list[str] = []
+    for item in split_cc(text):
+        address = sending.recipient_address(item, "cc").addr_spec
+        if address != (to or "").strip().lower() and address not in found:
+            found.append(address)
+    if len(found) > MAX_CC:
+        raise sending.InvalidHeader("cc", f"Cc は{MAX_CC}件までです。")
+    return tuple(found)
+
+
+def attachment(filename: str, content_type: str, content: bytes) -> sending.Attachment:
+    """An uploaded file made safe to name in a header and to store: no path, no control characters."""
+    name = safe_filename(filename)  # the importer's own rule
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    return sending.Attachment(name or "attachment",
+                              media_type if _MEDIA_TYPE.match(media_type) else "application/octet-stream", content)
+
+
+def _checked(typed: Composition, limit: int) -> Composition:
+    """The composition with its Cc as checked addresses' text; files within their number and total size."""
+    try:
+        cc = cc_addresses(typed.cc, typed.to)
+    except sending.InvalidHeader as problem:
+        raise ComposeRefused(422, problem.message, "cc") from problem
+    total = sum(len(file.content) for file in typed.attachments)
+    if len(typed.attachments) > MAX_ATTACHMENTS:
+        raise ComposeRefused(422, f"添付ファイルは{MAX_ATTACHMENTS}個までです。", "attachments")
+    if total > limit:
+        raise ComposeRefused(422, f"添付ファイルは合計 {_megabytes(limit)} までです（選択したファイルは合計 "
+                                  f"{_megabytes(total)}）。", "attachments")
+    return replace(typed, cc=", ".join(cc))
+
+
+def _megabytes(size: int) -> str:
+    """A size in MB as the error message says it."""
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 def send_reply(session: Session, actor: Membership, original: MailMessage, typed: Composition,
                env: sending.SendEnvironment, now: datetime) -> Sent:
     """Send a reply in the original's thread; ComposeRefused says why not (a failed send keeps a draft)."""
-    outgoing = sending.Outgoing(to=typed.to, subject=typed.subject, body=typed.body, reply_to=original,
-                                template_id=typed.template_id, compose_id=typed.compose_id or None)
-    sent = _send(session, actor, outgoing, replace(env, now=lambda: now),
-                 keep_draft=lambda error: save_draft(session, actor, original, outgoing, error))
-    if not sent.again:
-        _discard_draft(session, actor, original)
-    return sent
+    return _send(session, actor, typed, env, now, reply_to=original)
 
 
-def _send(session: Session, actor: Membership, outgoing: sending.Outgoing, env: sending.SendEnvironment,
-          keep_draft: Callable[[str], object]) -> Sent:
-    """The one sending path of both screens, each failure turned into ComposeRefused."""
+def send_new_mail(session: Session, actor: Membership, customer: Customer, typed: Composition,
+                  env: sending.SendEnvironment, now: datetime) -> Sent:
+    """Send a new mail to the customer's address: a new thread on the customer's timeline (Cc never counts)."""
+    return _send(session, actor, replace(typed, to=customer.email), env, now, customer=customer)
+
+
+def _send(session: Session, actor: Membership, typed: Composition, env: sending.SendEnvironment, now: datetime,
+          reply_to: MailMessage | None = None, customer: Customer | None = None) -> Sent:
+    """The one sending path of both screens, each failure turned into ComposeRefused; a failed send keeps a draft."""
+    typed = _checked(typed, env.attachments_max_bytes)
+    outgoing = sending.Outgoing(to=typed.to, subject=typed.subject, body=typed.body, reply_to=reply_to,
+                                template_id=typed.template_id, compose_id=typed.compose_id or None,
+                                cc=tuple(address for address in typed.cc.split(", ") if address),
+                                attachments=typed.attachments)
     try:
-        result = sending.send_mail(session, actor, outgoing, env)
+        result = sending.send_mail(session, actor, outgoing, replace(env, now=lambda: now))
     except sending.InvalidHeader as problem:
         raise ComposeRefused(422, problem.message, problem.field_name) from problem
     except sending.AlreadySent as sent:
         return Sent(sent.message, again=True)
     except sending.NoMailbox as problem:
-        raise ComposeRefused(409, NO_MAILBOX) from problem
+        raise ComposeRefused(409, NO_MAILBOX if reply_to is not None else NO_MAILBOX_NEW) from problem
     except sending.SendFailed as failure:
-        keep_draft(failure.message)
+        save_draft(session, actor, typed, failure.message, reply_to=reply_to, customer=customer)
         raise ComposeRefused(502, failure.message + " 入力内容は下書きとして保存しました。") from failure
+    _discard_draft(session, actor, reply_to=reply_to, customer=customer)
     return Sent(result.message, warnings=result.warnings)
 
 
-def save_draft(session: Session, actor: Membership, reply_to: MailMessage, typed: sending.Outgoing,
-               error: str | None) -> MailDraft:
-    """Keep what the member typed (one draft per member and message) so a failed send loses nothing."""
-    draft = find_draft(session, actor, reply_to)
+def save_draft(session: Session, actor: Membership, typed: Composition, error: str | None, *,
+               reply_to: MailMessage | None = None, customer: Customer | None = None) -> MailDraft:
+    """Keep what the member typed (one draft per member and message, or member and customer) so nothing is lost."""
+    draft = find_draft(session, actor, reply_to, customer)
     if draft is None:
-        draft = MailDraft(account_id=actor.account_id, membership_id=actor.id, reply_to_message_id=reply_to.id)
+        draft = MailDraft(account_id=actor.account_id, membership_id=actor.id,
+                          reply_to_message_id=reply_to.id if reply_to is not None else None,
+                          customer_id=customer.id if reply_to is None and customer is not None else None)
         session.add(draft)
     draft.to_address, draft.subject, draft.body = typed.to[:254], typed.subject, typed.body
-    draft.template_id, draft.last_error = typed.template_id, error
+    draft.cc_addresses, draft.template_id, draft.last_error = typed.cc, typed.template_id, error
     session.commit()
     return draft
 
 
-def find_draft(session: Session, actor: Membership, reply_to: MailMessage) -> MailDraft | None:
-    """The actor's unsent draft for this message, if any."""
-    return session.scalar(select(MailDraft).where(MailDraft.membership_id == actor.id,
-                                                  MailDraft.reply_to_message_id == reply_to.id))
+def find_draft(session: Session, actor: Membership, reply_to: MailMessage | None = None,
+               customer: Customer | None = None) -> MailDraft | None:
+    """The actor's unsent draft of a reply to this message, or else of a new mail to this customer."""
+    return session.scalar(select(MailDraft).where(*_draft_key(actor, reply_to, customer)).limit(1))
 
 
-def _discard_draft(session: Session, actor: Membership, reply_to: MailMessage) -> None:
-    """The draft of a message that went out is done with."""
-    session.execute(delete(MailDraft).where(MailDraft.membership_id == actor.id,
-                                            MailDraft.reply_to_message_id == reply_to.id))
+def _discard_draft(session: Session, actor: Membership, reply_to: MailMessage | None = None,
+                   customer: Customer | None = None) -> None:
+    """The draft of a mail that went out is done with."""
+    session.execute(delete(MailDraft).where(*_draft_key(actor, reply_to, customer)))
     session.commit()
+
+
+def _draft_key(actor: Membership, reply_to: MailMessage | None, customer: Customer | None) -> tuple:
+    """Which draft: the actor's for the answered message, or for a new mail (no message) to the customer."""
+    if reply_to is not None:
+        return MailDraft.membership_id == actor.id, MailDraft.reply_to_message_id == reply_to.id
+    return (MailDraft.membership_id == actor.id, MailDraft.reply_to_message_id.is_(None),
+            MailDraft.customer_id == customer.id)
 
 
 def reply_subject(subject: str) -> str:

@@ -1,9 +1,11 @@
-"""Forms of the mail screens: the list's filters and the reply composer."""
-from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaField
+"""Forms of the mail screens: the list's filters, the reply composer and the new-mail composer."""
+from wtforms import DateField, HiddenField, MultipleFileField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional, Regexp, ValidationError
 
+from portal.email_address import is_valid_email
 from portal.forms import PortalForm, email_address, max_length, required, strip
+from portal.mails.compose import MAX_CC, cc_addresses, split_cc
 from portal.mails.sending import InvalidHeader, check_header_text
 
 
@@ -47,13 +49,33 @@ class MailFilterForm(PortalForm):
 
 
 class ComposeForm(PortalForm):
-    """返信 and new mail: one recipient, a subject, a body, and the template to insert."""
+    """返信 and new mail: one recipient, Cc, a subject, a body, files, and the template to insert."""
 
     to = StringField("宛先", filters=[strip], validators=[required(), max_length(254), no_line_breaks,
                                                           email_address()])
+    cc = StringField("Cc", filters=[strip], validators=[Optional(), max_length(MAX_CC * 255), no_line_breaks],
+                     description="複数のアドレスはカンマ（,）で区切ります。Cc の相手は顧客として扱われません。")
     subject = StringField("件名", filters=[strip], validators=[required(), max_length(255), no_line_breaks])
     body = TextAreaField("本文", validators=[required(), max_length(100_000)])
     template_id = SelectField("テンプレート", coerce=str, validators=[Optional()], validate_choice=False)
     action = HiddenField(default="send")
     compose_id = HiddenField(validators=[Optional(), Regexp(r"^[A-Za-z0-9_-]{16,64}$",
                                                             message="送信フォームを開き直してください。")])
+    attachments = MultipleFileField("添付ファイル")
+
+    def validate_cc(self, field):
+        """Every Cc address valid by the same rule as 宛先, and at most MAX_CC of them."""
+        for item in split_cc(field.data):
+            if not is_valid_email(item):
+                raise ValidationError(f"Cc のメールアドレスが正しくありません（{item}）。")
+        try:
+            cc_addresses(field.data)
+        except InvalidHeader as error:
+            raise ValidationError(error.message) from error
+
+
+class NewMailForm(ComposeForm):
+    """メールを作成: to one of the account's customers (its address is the 宛先), starting a new thread."""
+
+    to = None
+    customer_id = SelectField("宛先（顧客）", coerce=str, validators=[required()], validate_choice=False)

@@ -6,13 +6,15 @@ from io import BytesIO
 from flask import (Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, send_file,
                    url_for)
 
+from werkzeug.datastructures import FileStorage
 from wtforms.fields.choices import SelectChoice
 
-from portal.customers.services import may_open
+from portal.customers.routes import RESTRICTED
+from portal.customers.services import may_open, visible_customers
 from portal.extensions import db
 from portal.inputs import bounded_id, clamp_date, requested_page
 from portal.mails import compose, deletion, sending, services
-from portal.mails.forms import ComposeForm, MailFilterForm
+from portal.mails.forms import ComposeForm, MailFilterForm, NewMailForm
 from portal.mails.render import estimated_frame_height, render_mail_html
 from portal.mailsync.charsets import safe_filename
 from portal.models import Customer, Direction, MailMessage, utcnow
@@ -172,12 +174,69 @@ def reply(message_id: int):
         else:
             return _after_send(sent, "返信を送信しました。", "この返信はすでに送信済みです。二重には送信していません。")
     return render_template("mails/reply.html", form=form, original=original, draft=draft, error=error,
-                           **page.context()), status
+                           files_dropped=_files_dropped(form), **page.context()), status
 
 
-def _compose_form(page: compose.Screen) -> ComposeForm:
+@bp.route("/new", methods=["GET", "POST"])
+@permission_required(Action.SEND_MAIL)
+def new_mail():
+    """メールを作成: a new mail to a customer from the member's own mail server, starting a new thread."""
+    membership = current_membership()
+    page = compose.screen(db.session, membership)
+    form = _compose_form(page, NewMailForm())
+    customers = list(db.session.scalars(visible_customers(membership)))
+    form.customer_id.choices = [SelectChoice("", "顧客を選択")] + [
+        SelectChoice(str(c.id), f"{c.name} <{c.email}>") for c in customers]
+    draft = None
+    if request.method == "GET":
+        customer = _visible_customer(request.args.get("customer", type=int))
+        if customer is not None:
+            typed, draft = compose.new_mail_start(db.session, membership, customer)
+            _fill(form, typed)
+            form.customer_id.data = str(customer.id)
+        else:
+            _fill(form, compose.Composition())
+        return render_template("mails/new.html", form=form, draft=draft, **page.context())
+    status, error = 200, None
+    customer = next((c for c in customers if str(c.id) == form.customer_id.data), None)
+    if form.action.data == "insert_template":
+        _insert_template(form, membership, customer, new_mail=True)
+    elif not page.can_send:
+        status, error = 409, compose.NO_MAILBOX_NEW
+    elif not form.validate() or customer is None:
+        if customer is None and not form.customer_id.errors:
+            form.customer_id.errors.append("宛先の顧客を選んでください。")
+        status = 422
+    else:
+        try:
+            sent = compose.send_new_mail(db.session, membership, customer, _typed(form),
+                                         sending.send_environment(current_app.config), utcnow())
+        except compose.ComposeRefused as refused:
+            status, error = _refusal(form, refused)
+        else:
+            return _after_send(sent, "メールを送信しました。", "このメールはすでに送信済みです。二重には送信していません。")
+    return render_template("mails/new.html", form=form, draft=draft, error=error,
+                           files_dropped=_files_dropped(form), **page.context()), status
+
+
+def _visible_customer(customer_id: int | None) -> Customer | None:
+    """The live customer of ?customer=, if the member may open it (another account's: 404; hidden: 403)."""
+    if customer_id is None:
+        return None
+    customer = get_scoped_or_404(Customer, customer_id, Customer.deleted_at.is_(None))
+    if not may_open(current_membership(), customer):
+        abort(403, description=RESTRICTED)
+    return customer
+
+
+def _files_dropped(form: ComposeForm) -> bool:
+    """True when files came with a form shown again: a browser cannot keep them, so the page asks for them again."""
+    return any(isinstance(upload, FileStorage) and upload.filename for upload in form.attachments.data or [])
+
+
+def _compose_form(page: compose.Screen, form: ComposeForm | None = None) -> ComposeForm:
     """The compose form with the account's templates to choose from."""
-    form = ComposeForm()
+    form = form if form is not None else ComposeForm()
     form.template_id.choices = [SelectChoice("", "テンプレートを選択")] + [SelectChoice(str(t.id), t.name)
                                                                      for t in page.templates]
     return form
@@ -185,15 +244,25 @@ def _compose_form(page: compose.Screen) -> ComposeForm:
 
 def _fill(form: ComposeForm, typed: compose.Composition) -> None:
     """Start the form from a fresh composition or a kept draft, with a new id for this compose form."""
-    form.to.data, form.subject.data, form.body.data = typed.to, typed.subject, typed.body
+    if form.to is not None:
+        form.to.data = typed.to
+    form.cc.data, form.subject.data, form.body.data = typed.cc, typed.subject, typed.body
     form.template_id.data = str(typed.template_id or "")
     form.compose_id.data = secrets.token_urlsafe(24)
 
 
 def _typed(form: ComposeForm) -> compose.Composition:
     """What the member typed, as the compose service takes it."""
-    return compose.Composition(to=form.to.data, subject=form.subject.data, body=form.body.data,
-                               template_id=_template_id(form), compose_id=form.compose_id.data or None)
+    return compose.Composition(to=form.to.data if form.to is not None else "", subject=form.subject.data,
+                               body=form.body.data, template_id=_template_id(form),
+                               compose_id=form.compose_id.data or None, cc=form.cc.data or "",
+                               attachments=tuple(_uploads(form)))
+
+
+def _uploads(form: ComposeForm) -> list:
+    """The chosen files (an empty file field still sends one nameless part)."""
+    return [compose.attachment(upload.filename, upload.mimetype, upload.read())
+            for upload in form.attachments.data or [] if isinstance(upload, FileStorage) and upload.filename]
 
 
 def _refusal(form: ComposeForm, refused: compose.ComposeRefused) -> tuple[int, str | None]:
@@ -225,18 +294,19 @@ def _template_id(form: ComposeForm) -> int | None:
         return None
 
 
-def _insert_template(form: ComposeForm, membership, customer) -> None:
+def _insert_template(form: ComposeForm, membership, customer, new_mail: bool = False) -> None:
     """Put the chosen template's body (placeholders filled) above what is already written."""
     template_id = _template_id(form)
     if template_id is None:
         form.template_id.errors = ["テンプレートを選んでください。"]
         return
     try:
-        # A reply keeps its 「Re: 件名」 so the thread stays recognisable; a template's subject is for new mail.
-        form.body.data, template = compose.insert_template(db.session, membership, template_id, customer,
-                                                           form.body.data)
+        filled, template = compose.insert_template(
+            db.session, membership, template_id, customer,
+            compose.Composition(subject=form.subject.data or "", body=form.body.data or ""), new_mail=new_mail)
     except compose.TemplateNotFound:
         abort(404)
+    form.subject.data, form.body.data = filled.subject, filled.body
     flash(f"テンプレート「{template.name}」を挿入しました。", "info")
 
 

@@ -23,7 +23,7 @@ from portal.mailsync.connection import (TOKEN_REFUSED_CODES, ConnectionPolicy, M
                                         close_quietly, open_imap, open_smtp)
 from portal.mailsync.credentials import CredentialsProvider
 from portal.mailsync.headers import decode_header_value, normalise_subject
-from portal.models import (Customer, Direction, FolderRole, LinkState, MailboxLink, MailCustomer,
+from portal.models import (Customer, Direction, FolderRole, LinkState, MailAttachment, MailboxLink, MailCustomer,
                            MailMessage, MailSource, MailThread, Membership, TrackedLink, utcnow)
 from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, open_token
 
@@ -65,12 +65,23 @@ class SendFailed(Exception):
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file the member attaches: the name the recipient sees, its media type and its bytes."""
+
+    filename: str
+    content_type: str
+    content: bytes
+
+
+@dataclass(frozen=True)
 class Outgoing:
-    """What to send: one recipient, a subject, a plain-text body, and the message it answers (if any)."""
+    """What to send: one recipient, Cc, a subject, a plain-text body, files, and the message it answers (if any)."""
 
     to: str
     subject: str
     body: str
+    cc: tuple[str, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
     reply_to: MailMessage | None = None
     thread: MailThread | None = None
     template_id: int | None = None
@@ -87,6 +98,7 @@ class SendEnvironment:
     public_base_url: str | None  # None: tracking is off (links to an unreachable portal would break the mail)
     secret_key: str
     now: Callable[[], datetime]
+    attachments_max_bytes: int = 10 * 1024 * 1024  # the files of one mail together (MAIL_ATTACHMENTS_MAX_BYTES)
     open_smtp: Callable[[ServerSettings, ConnectionPolicy], smtplib.SMTP] = open_smtp
     open_imap: Callable[[ServerSettings, ConnectionPolicy], IMAPClient] = open_imap
 
@@ -94,7 +106,8 @@ class SendEnvironment:
 def send_environment(config: Mapping) -> SendEnvironment:
     """Keys, connection rules, the portal's public address and the clock, from the app settings."""
     return SendEnvironment(credentials=link_credentials(config), policy=connection_policy(config),
-                           public_base_url=config["PUBLIC_BASE_URL"], secret_key=config["SECRET_KEY"], now=utcnow)
+                           public_base_url=config["PUBLIC_BASE_URL"], secret_key=config["SECRET_KEY"], now=utcnow,
+                           attachments_max_bytes=config["MAIL_ATTACHMENTS_MAX_BYTES"])
 
 
 @dataclass
@@ -121,15 +134,19 @@ def one_line(name: str) -> str:
     return " ".join(_CONTROLS.sub(" ", name or "").split())
 
 
-def recipient_address(value: str) -> Address:
+_FIELD_LABELS = {"to": "宛先", "cc": "Cc"}
+
+
+def recipient_address(value: str, field_name: str = "to") -> Address:
     """One recipient as an email Address object (never a concatenated string)."""
-    check_header_text("to", value)
+    check_header_text(field_name, value)
+    label = _FIELD_LABELS.get(field_name, "宛先")
     try:
         address = Address(addr_spec=normalise_email(value))
     except (ValueError, IndexError, TypeError) as error:
-        raise InvalidHeader("to", "宛先のメールアドレスが正しくありません。") from error
+        raise InvalidHeader(field_name, f"{label}のメールアドレスが正しくありません（{value}）。") from error
     if not address.username or not address.domain or "," in value or ";" in value:
-        raise InvalidHeader("to", "宛先は1件のメールアドレスを入力してください。")
+        raise InvalidHeader(field_name, f"{label}は1件ずつメールアドレスを入力してください。")
     return address
 
 
@@ -145,6 +162,7 @@ def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: Sen
     """Store it in its thread, send it through the member's SMTP server, copy it to Sent; SendFailed keeps nothing."""
     link = sending_link(session, member)
     to = recipient_address(outgoing.to)
+    cc = [recipient_address(address, "cc") for address in outgoing.cc]
     subject = check_header_text("subject", (outgoing.subject or "").strip())
     sent_at = env.now()
     domain = link.email.rsplit("@", 1)[-1]
@@ -159,23 +177,26 @@ def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: Sen
         smtp_settings = env.credentials.smtp_settings(link)
     except MailboxError as error:
         raise SendFailed(error.message) from error
-    message = _store_sent(session, member, link, outgoing, to, subject, message_id, sent_at)
+    message = _store_sent(session, member, link, outgoing, to, cc, subject, message_id, sent_at)
     message.tracked = bool(env.public_base_url)
     session.flush()  # ids for the tracking tokens
     html_part = _html_part(session, message, outgoing.body, env)
-    mime = _mime(member, link, to, subject, message_id, outgoing, sent_at, html_part)
+    mime = _mime(member, link, to, cc, subject, message_id, outgoing, sent_at, html_part)
     raw = mime.as_bytes(policy=SMTP_POLICY)
     message.raw, message.size_bytes = raw, len(raw)
     # Stored before it goes out: a server that files its own Sent copy (Gmail does) may be imported meanwhile,
     # and the importer must find this message by its Message-ID instead of storing a second one.
     session.commit()
     try:
-        _smtp_send(link, smtp_settings, mime, to, env)
+        refused = _smtp_send(link, smtp_settings, mime, [to, *cc], env)
     except SendFailed:
         _withdraw(session, message.id)
         raise
     session.commit()
     result = SendResult(message)
+    if refused:
+        result.warnings.append(f"次の宛先はメールサーバーに受け付けられなかったため、届いていません: "
+                               f"{', '.join(refused)}")
     try:
         _copy_to_sent(link, raw, message_id, sent_at, env)
     except MailboxError as error:
@@ -190,7 +211,7 @@ def _withdraw(session: Session, message_id: int) -> None:
     if session.scalar(select(MailSource.id).where(MailSource.message_id == message_id).limit(1)) is not None:
         return
     thread_id = session.scalar(select(MailMessage.thread_id).where(MailMessage.id == message_id))
-    for model in (TrackedLink, MailCustomer):
+    for model in (TrackedLink, MailCustomer, MailAttachment):
         session.execute(delete(model).where(model.message_id == message_id))
     session.execute(delete(MailMessage).where(MailMessage.id == message_id))
     if thread_id is not None and session.scalar(
@@ -200,7 +221,7 @@ def _withdraw(session: Session, message_id: int) -> None:
 
 
 def _store_sent(session: Session, member: Membership, link: MailboxLink, outgoing: Outgoing, to: Address,
-                subject: str, message_id: str, sent_at: datetime) -> MailMessage:
+                cc: list[Address], subject: str, message_id: str, sent_at: datetime) -> MailMessage:
     """The message as the thread shows it (without tracking), keyed like the importer will key the Sent copy."""
     thread = outgoing.thread or (outgoing.reply_to.thread if outgoing.reply_to is not None else None)
     if thread is None:
@@ -213,9 +234,14 @@ def _store_sent(session: Session, member: Membership, link: MailboxLink, outgoin
         in_reply_to=outgoing.reply_to.message_id_header if outgoing.reply_to is not None else None,
         references=" ".join(_references(outgoing.reply_to)), thread=thread, direction=Direction.SENT,
         membership_id=member.id, sent_by_membership_id=member.id, subject=subject, from_address=link.email,
-        from_name=member.user.name, to_addresses=to.addr_spec, sent_at=sent_at, received_at=sent_at,
-        text_body=outgoing.body, html_body=None)
+        from_name=member.user.name, to_addresses=to.addr_spec, cc_addresses=", ".join(a.addr_spec for a in cc),
+        sent_at=sent_at, received_at=sent_at, text_body=outgoing.body, html_body=None)
+    # Kept like an imported message's files, so the thread shows them and the Sent copy's import adds nothing.
+    message.attachments.extend(
+        MailAttachment(filename=file.filename, content_type=file.content_type, size_bytes=len(file.content),
+                       inline=False, content=file.content) for file in outgoing.attachments)
     session.add(message)
+    # Only To makes it a customer's mail, as the import rules say: Cc never does.
     customers = session.scalars(select(Customer.id).where(
         Customer.account_id == member.account_id, Customer.email == to.addr_spec, Customer.deleted_at.is_(None)))
     message.customer_links.extend(MailCustomer(customer_id=customer_id) for customer_id in customers)
@@ -267,12 +293,14 @@ def _html_part(session: Session, message: MailMessage, body: str, env: SendEnvir
             '</body></html>')
 
 
-def _mime(member: Membership, link: MailboxLink, to: Address, subject: str, message_id: str,
+def _mime(member: Membership, link: MailboxLink, to: Address, cc: list[Address], subject: str, message_id: str,
           outgoing: Outgoing, sent_at: datetime, html_part: str) -> EmailMessage:
-    """The MIME message: plain text with an HTML alternative, headers from Address objects only."""
+    """The MIME message: plain text with an HTML alternative, then the files; headers from Address objects only."""
     mime = EmailMessage()
     mime["From"] = Address(display_name=one_line(member.user.name), addr_spec=link.email)
     mime["To"] = to
+    if cc:
+        mime["Cc"] = cc
     mime["Subject"] = subject
     mime["Date"] = format_datetime(sent_at)
     mime["Message-ID"] = f"<{message_id}>"
@@ -281,6 +309,9 @@ def _mime(member: Membership, link: MailboxLink, to: Address, subject: str, mess
         mime["References"] = " ".join(f"<{item}>" for item in _references(outgoing.reply_to))
     mime.set_content(outgoing.body)
     mime.add_alternative(html_part, subtype="html")
+    for file in outgoing.attachments:
+        maintype, _, subtype = file.content_type.partition("/")
+        mime.add_attachment(file.content, maintype=maintype, subtype=subtype, filename=file.filename)
     return mime
 
 
@@ -297,17 +328,20 @@ def _logged_in(link: MailboxLink, settings: ServerSettings, opener, settings_of,
     return opener(settings_of(link, renew=True), env.policy)
 
 
-def _smtp_send(link: MailboxLink, settings: ServerSettings, mime: EmailMessage, to: Address,
-               env: SendEnvironment) -> None:
-    """Hand the message to the company's SMTP server; every refusal becomes SendFailed in Japanese."""
+def _smtp_send(link: MailboxLink, settings: ServerSettings, mime: EmailMessage, recipients: list[Address],
+               env: SendEnvironment) -> list[str]:
+    """Hand the message to the company's SMTP server; returns the recipients it refused while taking the rest.
+
+    Every refusal of the whole message becomes SendFailed in Japanese.
+    """
     try:
         smtp = _logged_in(link, settings, env.open_smtp, env.credentials.smtp_settings, env)
     except MailboxError as error:
         raise SendFailed(error.message) from error
     try:
-        smtp.send_message(mime, from_addr=link.email, to_addrs=[to.addr_spec])
+        refused = smtp.send_message(mime, from_addr=link.email, to_addrs=[a.addr_spec for a in recipients])
     except smtplib.SMTPRecipientsRefused as error:
-        raise SendFailed(f"宛先 {to.addr_spec} はメールサーバーに受け付けられませんでした。"
+        raise SendFailed(f"宛先 {', '.join(error.recipients)} はメールサーバーに受け付けられませんでした。"
                          f"アドレスを確認してください。{_reply_text(error.recipients)}") from error
     except smtplib.SMTPSenderRefused as error:
         raise SendFailed(f"送信元 {link.email} はメールサーバーに受け付けられませんでした"
@@ -320,6 +354,7 @@ def _smtp_send(link: MailboxLink, settings: ServerSettings, mime: EmailMessage, 
         raise SendFailed("メールサーバーとの通信中にエラーが発生したため、送信できませんでした。") from error
     finally:
         close_quietly(smtp)
+    return list(refused or {})
 
 
 def _reply_text(recipients: dict) -> str:

@@ -195,7 +195,10 @@ class MailTemplate(Base):
 
 
 class MailDraft(Base):
-    """What a member typed in a reply that could not be sent yet, so nothing is lost."""
+    """What a member typed in a reply or a new mail that could not be sent yet, so nothing is lost.
+
+    A reply's draft is keyed by the answered message; a new mail's (reply_to_message_id NULL) by its customer.
+    """
 
     __tablename__ = "mail_drafts"
     __table_args__ = (UniqueConstraint("membership_id", "reply_to_message_id"),)
@@ -203,8 +206,10 @@ class MailDraft(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     membership_id: Mapped[int] = mapped_column(ForeignKey("memberships.id"))
-    reply_to_message_id: Mapped[int] = mapped_column(ForeignKey("mail_messages.id"))
+    reply_to_message_id: Mapped[int | None] = mapped_column(ForeignKey("mail_messages.id"))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
     to_address: Mapped[str] = mapped_column(String(254), default="")
+    cc_addresses: Mapped[str] = mapped_column(Text, default="", server_default="")
     subject: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text, default="")
     template_id: Mapped[int | None] = mapped_column(ForeignKey("mail_templates.id", ondelete="SET NULL"))

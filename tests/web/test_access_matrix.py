@@ -153,6 +153,11 @@ CASES = [
     Case("GET", "/mails/attachments/{attachment}", ALL),
     # The sandboxed mail frame sends no cookie: the signature alone opens the image, and only the one it names.
     Case("GET", "/mails/attachments/{image}/inline?sig={image_sig}", public(200), prepare=inline_signature),
+    Case("GET", "/mails/new", ALL),
+    Case("GET", "/mails/new?customer={customer}", ALL),
+    # Another account's customer is no choice of the form: refused beside the field.
+    Case("POST", "/mails/new", only(EVERYONE, 422), {"customer_id": "{customer}", "subject": "", "body": "",
+                                                     "action": "send"}, other_expected=only(EVERYONE, 422)),
     Case("GET", "/templates", ALL),
     Case("GET", "/templates/new", ALL),
     Case("POST", "/templates/new", only(EVERYONE, 302), {"name": "新テンプレート", "subject": "件名", "body": "本文"}),
