@@ -11,6 +11,7 @@ from wtforms.fields.choices import SelectChoice
 
 from portal.customers.routes import RESTRICTED
 from portal.customers.services import may_open, visible_customers
+from portal.errors import render_error
 from portal.extensions import db
 from portal.inputs import bounded_id, clamp_date, requested_page
 from portal.mails import compose, deletion, sending, services
@@ -22,6 +23,29 @@ from portal.policy import Action
 from portal.web import authorize, current_membership, get_scoped_or_404, member_required, permission_required
 
 bp = Blueprint("mails", __name__, url_prefix="/mails")
+
+COMPOSE_ENDPOINTS = ("mails.reply", "mails.new_mail")
+
+
+@bp.url_value_preprocessor
+def _room_for_attachments(endpoint: str | None, values: dict | None) -> None:
+    """A compose form may carry files past the portal-wide request limit, by up to their own limit.
+
+    Set here because URL preprocessors run before any before_request (the CSRF check reads the form first).
+    """
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if endpoint in COMPOSE_ENDPOINTS and limit is not None:
+        request.max_content_length = limit + current_app.config["MAIL_ATTACHMENTS_MAX_BYTES"]
+
+
+@bp.errorhandler(413)
+def _too_large(error):
+    """A compose form too large to read: say how much may be attached."""
+    if request.endpoint not in COMPOSE_ENDPOINTS:
+        return render_error(413)
+    size = current_app.jinja_env.filters["filesize"](current_app.config["MAIL_ATTACHMENTS_MAX_BYTES"])
+    return render_error(413, f"添付ファイルは合計 {size} までです。ファイルを減らして、もう一度お試しください。")
+
 
 @bp.get("")
 @permission_required(Action.READ_MAIL)

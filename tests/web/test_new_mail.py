@@ -113,11 +113,11 @@ def test_template_fills_the_subject_and_body_for_the_chosen_customer(client, aut
 
 @pytest.mark.parametrize("fields,field_id,message", [
     ({"cc": "boss@partner"}, "cc", "Cc のメールアドレスが正しくありません（boss@partner）。"),
-    ({"cc": "boss@partner.example\r\nBcc: spy@evil.example"}, "cc", "改行を含めることはできません。"),
+    ({"cc": "boss@partner.example\r\nBcc: spy@evil.example"}, "cc", "改行を含めることはできません。1行で入力してください。"),
     ({"cc": ", ".join(f"p{n}@partner.example" for n in range(21))}, "cc", "Cc は20件までです。"),
     ({"customer_id": ""}, "customer_id", "入力してください。"),
     ({"subject": ""}, "subject", "入力してください。"),
-    ({"subject": "ご案内\nBcc: spy@evil.example"}, "subject", "改行を含めることはできません。"),
+    ({"subject": "ご案内\nBcc: spy@evil.example"}, "subject", "改行を含めることはできません。1行で入力してください。"),
 ])
 def test_bad_input_is_refused_beside_its_field_in_japanese(client, auth, office, smtp, fields, field_id, message):
     """422, the message under the field it concerns, nothing sent and no draft."""
@@ -235,3 +235,17 @@ def test_a_hostile_file_name_and_type_are_cleaned_before_they_are_stored_or_sent
     assert (file.filename, file.content_type) == ('evil X-Spy: "1".txt', "application/octet-stream")
     assert compose.attachment("", "application/pdf; name=x.pdf", b"").filename == "attachment"
     assert compose.attachment("a.pdf", "Application/PDF; name=x.pdf", b"").content_type == "application/pdf"
+
+
+def test_files_past_the_portal_wide_request_limit_still_go_out(client, auth, app, office, smtp):
+    """A compose form may exceed MAX_CONTENT_LENGTH by the attachments' own limit, and no more (a Japanese 413)."""
+    auth.login_member(office["owner"])
+    app.config["MAIL_ATTACHMENTS_MAX_BYTES"] = 4 * 1024 * 1024
+    three_megabytes = b"z" * (3 * 1024 * 1024)
+    response = _new_mail(client, office["customer"].id, files=[(three_megabytes, "図面.dwg")])
+    assert response.status_code == 302
+    assert _sent()[0].attachments[0].size_bytes == len(three_megabytes)
+    huge = _new_mail(client, office["customer"].id, files=[(b"z" * (7 * 1024 * 1024), "大きすぎる.zip")])
+    assert huge.status_code == 413
+    assert "添付ファイルは合計 4.0 MB までです" in huge.get_data(as_text=True)
+    assert len(_sent()) == 1
