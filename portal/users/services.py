@@ -83,30 +83,26 @@ def change_role(session: Session, actor: Membership, target: Membership, role: R
     session.commit()
 
 
-_STOPPING = {  # what stops a member working: (refusal for oneself, why the mailbox is unlinked, audit action)
-    MembershipState.DISABLED: ("自分自身を無効化することはできません。", UnlinkReason.MEMBER_DISABLED, "member.disable"),
-    MembershipState.DELETED: ("自分自身を削除することはできません。", UnlinkReason.MEMBER_DELETED, "member.delete"),
-}
-
-
 def _stop_working(session: Session, actor: Membership, target: Membership, state: MembershipState,
-                  now: datetime) -> None:
+                  now: datetime) -> bool:
     """Disable or delete a member (never oneself, never the last owner): their sessions in this account end and
-    their mailbox is unlinked; no commit."""
-    refusal, unlink_reason, action = _STOPPING[state]
+    their mailbox is unlinked; no commit. Returns whether a mailbox was unlinked."""
+    deleting = state == MembershipState.DELETED
     if target.id == actor.id:
-        raise MemberRuleBroken(refusal)
+        raise MemberRuleBroken("自分自身を削除することはできません。" if deleting
+                               else "自分自身を無効化することはできません。")
     _guard(session, actor, target, leaves_owners=True)
     target.state = state
     revoke_membership_sessions(session, target.id)
-    unlinked = unlink_membership(session, target.id, unlink_reason, actor.user_id, now)
-    audit.record(session, target.account_id, actor.user_id, action, "membership", target.id,
-                 mailbox_unlinked=bool(unlinked))
+    reason = UnlinkReason.MEMBER_DELETED if deleting else UnlinkReason.MEMBER_DISABLED
+    return bool(unlink_membership(session, target.id, reason, actor.user_id, now))
 
 
 def disable_member(session: Session, actor: Membership, target: Membership, now: datetime) -> None:
     """Disable a member and end their live sessions in this account."""
-    _stop_working(session, actor, target, MembershipState.DISABLED, now)
+    unlinked = _stop_working(session, actor, target, MembershipState.DISABLED, now)
+    audit.record(session, target.account_id, actor.user_id, "member.disable", "membership", target.id,
+                 mailbox_unlinked=unlinked)
     session.commit()
 
 
@@ -120,9 +116,11 @@ def enable_member(session: Session, actor: Membership, target: Membership) -> No
 
 def delete_member(session: Session, actor: Membership, target: Membership, now: datetime) -> None:
     """Remove a member from the account; the row stays (state deleted) so history keeps the name."""
-    _stop_working(session, actor, target, MembershipState.DELETED, now)
+    unlinked = _stop_working(session, actor, target, MembershipState.DELETED, now)
     session.execute(update(Customer).where(Customer.assigned_membership_id == target.id)
                     .values(assigned_membership_id=None))
+    audit.record(session, target.account_id, actor.user_id, "member.delete", "membership", target.id,
+                 mailbox_unlinked=unlinked)
     session.commit()
 
 
