@@ -11,6 +11,7 @@ from portal.features.services import FEATURE_LABELS
 from portal.models import (AccountStatus, AuditLog, Customer, MailboxLink, Membership, Role, UnlinkReason,
                            User)
 from portal.policy import ROLE_LABELS
+from portal.scoping import for_account, get_in_account
 
 JST = ZoneInfo("Asia/Tokyo")
 SYSTEM = "システム"  # entries made from the command line or by the portal itself
@@ -61,17 +62,17 @@ class Names:
         customer_ids = ids("customer") | {entry.details.get("customer_id") for entry in entries
                                           if isinstance(entry.details, dict)
                                           and isinstance(entry.details.get("customer_id"), int)}
-        self.members = _by_id(session, select(Membership).where(Membership.account_id == account_id,
-                                                                Membership.id.in_(ids("membership"))))
-        self.links = _by_id(session, select(MailboxLink).where(MailboxLink.account_id == account_id,
-                                                               MailboxLink.id.in_(ids("mailbox_link"))))
-        self.customers = _by_id(session, select(Customer).where(Customer.account_id == account_id,
-                                                                Customer.id.in_(customer_ids)))
+        self.members = _by_id(session, for_account(select(Membership), account_id)
+                              .where(Membership.id.in_(ids("membership"))))
+        self.links = _by_id(session, for_account(select(MailboxLink), account_id)
+                            .where(MailboxLink.id.in_(ids("mailbox_link"))))
+        self.customers = _by_id(session, for_account(select(Customer), account_id)
+                                .where(Customer.id.in_(customer_ids)))
         assignee_ids = {value for entry in entries if entry.action == "customer.update"
                         for value in (entry.details.get("changes", {}).get("assigned_membership_id") or [])
                         if isinstance(value, int)}
-        self.members.update(_by_id(session, select(Membership).where(Membership.account_id == account_id,
-                                                                     Membership.id.in_(assignee_ids))))
+        self.members.update(_by_id(session, for_account(select(Membership), account_id)
+                                   .where(Membership.id.in_(assignee_ids))))
 
     def member(self, membership_id, fallback: str = "（不明なユーザー）") -> str:
         """A member's name; the row stays after deletion, so only a foreign id is unknown."""
@@ -265,16 +266,14 @@ def _jst_midnight(day: date) -> datetime:
 
 def log_query(session: Session, account_id: int, filters: AuditFilters) -> Select:
     """The account's entries matching the filters, newest first."""
-    stmt = select(AuditLog).where(AuditLog.account_id == account_id)
+    stmt = for_account(select(AuditLog), account_id)
     if filters.membership_id is not None:
         if not 0 < filters.membership_id < 2 ** 31:  # past PostgreSQL's integer: no such member (not a 500)
             return stmt.where(False)
-        member = session.scalar(select(Membership).where(Membership.account_id == account_id,
-                                                         Membership.id == filters.membership_id))
+        member = get_in_account(session, Membership, filters.membership_id, account_id)
         if member is None:
             return stmt.where(False)
-        links = select(MailboxLink.id).where(MailboxLink.account_id == account_id,
-                                             MailboxLink.membership_id == member.id)
+        links = for_account(select(MailboxLink.id), account_id).where(MailboxLink.membership_id == member.id)
         stmt = stmt.where(or_(AuditLog.actor_user_id == member.user_id,
                               (AuditLog.target_type == "membership") & (AuditLog.target_id == member.id),
                               (AuditLog.target_type == "mailbox_link") & AuditLog.target_id.in_(links)))
@@ -290,6 +289,6 @@ def log_query(session: Session, account_id: int, filters: AuditFilters) -> Selec
 
 def filter_members(session: Session, account_id: int) -> list[Membership]:
     """Every member the log can name, deleted ones included (their history stays), by name."""
-    return list(session.scalars(select(Membership).join(User, User.id == Membership.user_id)
-                                .where(Membership.account_id == account_id).order_by(User.name, Membership.id)))
+    return list(session.scalars(for_account(select(Membership).join(User, User.id == Membership.user_id), account_id)
+                                .order_by(User.name, Membership.id)))
 
