@@ -48,3 +48,25 @@ class ReauthForm(PortalForm):
 
     imap_password = PasswordField("IMAPパスワード", validators=[required(), max_length(500)])
     smtp_password = PasswordField("SMTPパスワード", validators=[Optional(), max_length(500)])
+
+
+# Which field a failed server check is about, so its message sits beside that field (codes from
+# portal.mailsync.connection; network failures name their protocol at the start of the message).
+FIELD_OF_ERROR = {"imap_login": "imap_password", "smtp_login": "smtp_password", "not_imap": "imap_port",
+                  "imap_failed": "imap_host", "smtp_rejected": "smtp_security", "smtp_no_auth": "smtp_auth"}
+FIELD_OF_NETWORK_ERROR = {"host_not_found": "host", "address_refused": "host", "timeout": "port",
+                          "connect_failed": "port", "port_refused": "port", "tls_certificate": "security",
+                          "tls_failed": "security", "plaintext_refused": "security"}
+
+
+def show_check_error(form, error) -> None:
+    """Put a server check's message beside the field it concerns, or above the form when it concerns none."""
+    name = FIELD_OF_ERROR.get(error.code)
+    if name is None and error.code in FIELD_OF_NETWORK_ERROR:
+        protocol = "smtp" if error.message.startswith("SMTP") else "imap"
+        name = f"{protocol}_{FIELD_OF_NETWORK_ERROR[error.code]}"
+    field = getattr(form, name, None) if name else None
+    if field is None:
+        form.form_errors.append(error.message)
+    else:
+        field.errors = list(field.errors) + [error.message]

@@ -10,7 +10,7 @@ from portal.feature_contracts import FeatureOff, is_enabled
 from portal.inputs import bounded_id
 from portal.mailbox import checks, services
 from portal.mailbox.credentials import secret_box
-from portal.mailbox.forms import LinkForm, ReauthForm
+from portal.mailbox.forms import LinkForm, ReauthForm, show_check_error
 from portal.mailbox.oauth_routes import NO_PUBLIC_BASE_URL, sign_in_label
 from portal.mailsync.connection import MailboxError, ServerSettings
 from portal.mailsync.rules import EXCLUSION_LABELS
@@ -114,7 +114,7 @@ def _link(form: LinkForm, membership) -> int | None:
         form.form_errors.append(refused.message)
         return 429
     except MailboxError as error:
-        form.form_errors.append(error.message)
+        show_check_error(form, error)
     except FeatureOff:
         form.form_errors.append("メール機能がオフのため、連携できません。")
     except services.AlreadyLinked:
@@ -143,7 +143,7 @@ def reauth():
             form.form_errors.append(refused.message)
             return _status_page(link, form), 429
         except MailboxError as error:
-            form.form_errors.append(error.message)
+            show_check_error(form, error)
         else:
             flash("パスワードを更新しました。同期を再開します。", "success")
             return redirect(url_for("mailbox.index"))
