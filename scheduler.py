@@ -9,7 +9,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from portal.background import run_automation_steps, run_session_purge, run_sync
+from portal.background import connection_pool, run_automation_steps, run_session_purge, run_sync
 
 PURGE_SESSIONS_JOB_ID = "purge-expired-login-sessions"
 SYNC_JOB_ID = "import-mail"
@@ -68,6 +68,7 @@ def run_worker(app: Flask, once: bool = False) -> None:
     while not stopping.wait(0.5):  # a wait without timeout would not let the signal handler run
         pass
     scheduler.shutdown(wait=True)  # passes and sends under way finish; no new job starts
+    connection_pool(app).close_all()
     click.echo("ワーカーを停止しました。")
 
 

@@ -4,6 +4,7 @@ scheduler.py builds the jobs from these functions (and is the only place that do
 and the benchmarks call the same functions, so a pass run by hand is wired exactly like a scheduled one. This is
 also where the import engine gets what it must not import itself: the credentials provider and the after-import hook.
 """
+import threading
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Mapping
@@ -19,6 +20,7 @@ from portal.mailbox.credentials import link_credentials
 from portal.mailbox.services import connection_policy
 from portal.mails.sending import send_environment
 from portal.mailsync.engine import EngineConfig, PassResult
+from portal.mailsync.pool import ImapConnectionPool
 from portal.mailsync.runner import Connect, SessionScope, connector, sync_due, sync_many
 from portal.models import MailMessage, utcnow
 
@@ -41,9 +43,19 @@ def engine_config(config: Mapping) -> EngineConfig:
                         lease_seconds=config["SYNC_LEASE_SECONDS"])
 
 
-def mailbox_connector(config: Mapping) -> Connect:
+def connection_pool(app: Flask) -> ImapConnectionPool:
+    """The app's IMAP connections kept between passes (one pool per process and app, SYNC_MAX_CONNECTIONS)."""
+    with _POOL_LOCK:
+        return app.extensions.setdefault("imap_connection_pool",
+                                         ImapConnectionPool(app.config["SYNC_MAX_CONNECTIONS"]))
+
+
+_POOL_LOCK = threading.Lock()
+
+
+def mailbox_connector(config: Mapping, pool: ImapConnectionPool | None = None) -> Connect:
     """The engine's connect function: the production credentials provider and the operator's connection rules."""
-    return connector(link_credentials(config), connection_policy(config))
+    return connector(link_credentials(config), connection_policy(config), pool)
 
 
 def on_mail_imported(session: Session, messages: list[MailMessage], now: datetime) -> None:
@@ -56,10 +68,12 @@ def run_sync(app: Flask, link_ids: list[int] | None = None) -> list[PassResult]:
     batches so that several worker processes share them."""
     scope = session_scope(app)
     if link_ids is None:
-        return sync_due(scope, mailbox_connector(app.config), utcnow, engine_config(app.config),
+        pool = connection_pool(app)
+        return sync_due(scope, mailbox_connector(app.config, pool=pool), utcnow, engine_config(app.config),
                         workers=app.config["SYNC_WORKERS"], claim_batch=app.config["SYNC_CLAIM_BATCH"],
-                        after_import=on_mail_imported)
-    return sync_many(scope, link_ids, mailbox_connector(app.config), utcnow, engine_config(app.config),
+                        after_import=on_mail_imported, pool=pool)
+    return sync_many(scope, link_ids, mailbox_connector(app.config, pool=connection_pool(app)), utcnow,
+                     engine_config(app.config),
                      workers=app.config["SYNC_WORKERS"], after_import=on_mail_imported)
 
 

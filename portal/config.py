@@ -114,6 +114,8 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "SYNC_WORKERS": int(environ.get("SYNC_WORKERS", "4")),
         # Due links a sync thread claims at a time: small, so that several worker processes share the links.
         "SYNC_CLAIM_BATCH": int(environ.get("SYNC_CLAIM_BATCH", "5")),
+        # IMAP connections a process keeps open between passes (idle and in use); an idle mailbox then costs no login.
+        "SYNC_MAX_CONNECTIONS": int(environ.get("SYNC_MAX_CONNECTIONS", "200")),
         "SYNC_BATCH_SIZE": int(environ.get("SYNC_BATCH_SIZE", "200")),
         # A pass holds its link's lease this long and renews it every third; a killed pass frees it after this.
         "SYNC_LEASE_SECONDS": int(environ.get("SYNC_LEASE_SECONDS", "60")),

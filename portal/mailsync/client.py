@@ -49,9 +49,18 @@ def _server_errors():
 class ImapMailboxClient:
     """imapclient adapter: opens folders read-only and never stores flags, moves or deletes anything."""
 
-    def __init__(self, client: IMAPClient, relogin: Callable[[], IMAPClient] | None = None):
-        """Wrap a logged-in client; relogin (OAuth2 links) logs in again with renewed credentials."""
-        self._relogin = relogin
+    def __init__(self, client: IMAPClient, relogin: Callable[[], IMAPClient] | None = None,
+                 reopen: Callable[[], IMAPClient] | None = None,
+                 release: Callable[[IMAPClient, bool], None] | None = None):
+        """Wrap a logged-in client.
+
+        relogin (OAuth2 links) logs in again with renewed credentials. reopen is given for a connection kept from
+        an earlier pass: if its first command fails (the server dropped it while it was idle) one fresh login
+        replaces it and the command is retried. release takes the connection back at close, with whether the
+        pass saw no error on it (a pool keeps it), instead of logging out.
+        """
+        self._relogin, self._reopen, self._release = relogin, reopen, release
+        self._failed = False
         self._folder: tuple[str, int] | None = None  # the open folder and its UIDVALIDITY
         self._adopt(client)
 
@@ -62,11 +71,28 @@ class ImapMailboxClient:
         self._client.use_uid = True  # every FETCH and SEARCH below speaks UIDs, never sequence numbers
 
     def _call(self, operation: Callable[[IMAPClient], T]) -> T:
-        """Run one command; an access token that expires mid-pass gets one new login and one retry."""
+        """Run one command, marking the connection failed if it raises."""
+        try:
+            return self._run(operation)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _run(self, operation: Callable[[IMAPClient], T]) -> T:
+        """Run one command; a kept connection that fails at once, or an access token that expires mid-pass, gets
+        one new login and one retry."""
         try:
             with _server_errors():
-                return operation(self._client)
+                result = operation(self._client)
+            self._reopen = None  # the connection works: a later failure is the pass's own
+            return result
         except MailboxError as error:
+            if self._reopen is not None and self._folder is None:
+                reopen, self._reopen = self._reopen, None
+                close_quietly(self._client)
+                self._adopt(reopen())  # MailboxError (password changed, server down) ends the pass
+                with _server_errors():
+                    return operation(self._client)
             if self._relogin is None or not is_token_expiry(error.__cause__):
                 raise
         relogin, self._relogin = self._relogin, None  # once per pass
@@ -131,7 +157,10 @@ class ImapMailboxClient:
         return sorted(self._call(lambda client: client.search(["SINCE", day])))
 
     def close(self) -> None:
-        """Log out, or drop the connection if the server is gone."""
+        """Hand the connection back to its pool, or log out (drop it if the server is gone)."""
+        if self._release is not None:
+            self._release(self._client, not self._failed)
+            return
         try:
             self._client.logout()
         except Exception:  # noqa: BLE001 - closing is best effort

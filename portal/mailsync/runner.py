@@ -13,10 +13,12 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from portal.mailsync.client import ImapMailboxClient
-from portal.mailsync.connection import TOKEN_REFUSED_CODES, ConnectionPolicy, MailboxError, open_imap
+from portal.mailsync.connection import (TOKEN_REFUSED_CODES, ConnectionPolicy, MailboxError, ServerSettings,
+                                        close_quietly, open_imap)
 from portal.mailsync.credentials import CredentialsProvider
 from portal.mailsync.engine import (AfterImport, EngineConfig, MailboxClient, PassResult, claim_lease,
                                     nothing_after_import, release_lease, renew_lease, sync_link)
+from portal.mailsync.pool import ImapConnectionPool
 from portal.models import EMAIL_FEATURE, Account, AccountStatus, FeatureContract, LinkState, MailboxLink
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
@@ -28,15 +30,19 @@ log = logging.getLogger(__name__)
 BUSY = "別の処理が同期中です。"
 
 
-def _due_links(now: datetime):
-    """The query of links to sync now: active or in error past their backoff, in active accounts with メール on."""
+def _syncable_links():
+    """The query of links that sync (now or after their backoff): active or in error, in active accounts with メール on."""
     return (select(MailboxLink.id).join(Account, Account.id == MailboxLink.account_id)
             .join(FeatureContract, (FeatureContract.account_id == Account.id)
                   & (FeatureContract.feature == EMAIL_FEATURE))
             .where(MailboxLink.state.in_([LinkState.ACTIVE, LinkState.ERROR]), Account.status == AccountStatus.ACTIVE,
-                   FeatureContract.enabled.is_(True),
-                   or_(MailboxLink.next_attempt_at.is_(None), MailboxLink.next_attempt_at <= now))
+                   FeatureContract.enabled.is_(True))
             .order_by(MailboxLink.id))
+
+
+def _due_links(now: datetime):
+    """The query of links to sync now: active or in error past their backoff, in active accounts with メール on."""
+    return _syncable_links().where(or_(MailboxLink.next_attempt_at.is_(None), MailboxLink.next_attempt_at <= now))
 
 
 def due_link_ids(session: Session, now: datetime) -> list[int]:
@@ -45,7 +51,7 @@ def due_link_ids(session: Session, now: datetime) -> list[int]:
 
 
 def claim_due_links(session: Session, now: datetime, lease_seconds: int, after_id: int, run_started: datetime,
-                    limit: int) -> tuple[list[tuple[int, str]], int | None]:
+                    limit: int, among: list[int] | None = None) -> tuple[list[tuple[int, str]], int | None]:
     """Take the leases of up to `limit` due links past `after_id` in one short transaction.
 
     Returns [(link id, pass token)] and the last id looked at (None: no due link is left past `after_id`).
@@ -53,13 +59,15 @@ def claim_due_links(session: Session, now: datetime, lease_seconds: int, after_i
     Several worker processes share the links this way. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets each claim
     rows the others are not claiming at this moment instead of queueing behind them; the lease (free or lapsed)
     stays the guard, on SQLite too, where the row lock clause is left out. Links synced since `run_started` were
-    done by another worker in this round and are left alone.
+    done by another worker in this round and are left alone. `among` limits the claim to those links (the ones
+    this process keeps a connection for).
     """
     lease_free = or_(MailboxLink.lease_owner.is_(None), MailboxLink.lease_expires_at < now)
-    link_ids = list(session.scalars(
-        _due_links(now).where(MailboxLink.id > after_id, lease_free,
-                              or_(MailboxLink.last_synced_at.is_(None), MailboxLink.last_synced_at < run_started))
-        .limit(limit).with_for_update(of=MailboxLink, skip_locked=True)))
+    query = _due_links(now).where(MailboxLink.id > after_id, lease_free,
+                                  or_(MailboxLink.last_synced_at.is_(None), MailboxLink.last_synced_at < run_started))
+    if among is not None:
+        query = query.where(MailboxLink.id.in_(among))
+    link_ids = list(session.scalars(query.limit(limit).with_for_update(of=MailboxLink, skip_locked=True)))
     claimed = []
     for link_id in link_ids:
         token = pass_token()
@@ -72,23 +80,56 @@ def claim_due_links(session: Session, now: datetime, lease_seconds: int, after_i
     return claimed, (link_ids[-1] if link_ids else None)
 
 
-def connector(credentials: CredentialsProvider, policy: ConnectionPolicy) -> Callable[[MailboxLink], ImapMailboxClient]:
+def connector(credentials: CredentialsProvider, policy: ConnectionPolicy, pool: ImapConnectionPool | None = None
+              ) -> Callable[[MailboxLink], ImapMailboxClient]:
     """Build the engine's connect function: the link's IMAP settings from the provider, then log in.
 
     A refused access token (AUTHENTICATIONFAILED at login, or "BYE ... AccessTokenExpired" in the middle of the
     pass) gets one renewal of the credentials and one new login; what fails after that is the pass's failure.
+    With a pool, a password link's connection from its last pass is used again when it was opened with the same
+    settings; if the server dropped it meanwhile, the first command finds out and a fresh login takes over.
     """
     def connect(link: MailboxLink) -> ImapMailboxClient:
-        def login(renew: bool = False):
-            return open_imap(credentials.imap_settings(link, renew=renew), policy)
+        opened_with: dict[str, ServerSettings] = {}
 
-        try:
-            client = login()
-        except MailboxError as error:
-            if error.code not in TOKEN_REFUSED_CODES:
+        def login(renew: bool = False):
+            settings = credentials.imap_settings(link, renew=renew)
+            client = open_imap(settings, policy)
+            opened_with["settings"] = settings
+            return client
+
+        def fresh():
+            try:
+                return login()
+            except MailboxError as error:
+                if error.code not in TOKEN_REFUSED_CODES:
+                    raise
+                return login(renew=True)
+
+        settings = credentials.imap_settings(link) if pool is not None else None
+        if settings is None or settings.xoauth2:
+            # OAuth2 sessions are not kept: a login each pass is where a revoked grant shows (要再認証).
+            return ImapMailboxClient(fresh(), relogin=lambda: login(renew=True))
+        client = pool.take(link.id, settings)
+        reused = client is not None
+        if reused:
+            opened_with["settings"] = settings
+        else:
+            pool.opening()
+            try:
+                client = fresh()
+            except BaseException:
+                pool.opening_failed()
                 raise
-            client = login(renew=True)
-        return ImapMailboxClient(client, relogin=lambda: login(renew=True))
+
+        def release(client, healthy: bool) -> None:
+            if healthy:
+                pool.give_back(link.id, opened_with["settings"], client)
+            else:
+                close_quietly(client)
+                pool.closed()
+        return ImapMailboxClient(client, relogin=lambda: login(renew=True), reopen=fresh if reused else None,
+                                 release=release)
     return connect
 
 
@@ -169,27 +210,39 @@ def sync_many(scope: SessionScope, link_ids: list[int], connect: Connect, now: C
 
 
 def sync_due(scope: SessionScope, connect: Connect, now: Callable[[], datetime], config: EngineConfig,
-             workers: int = 4, claim_batch: int = 5, after_import: AfterImport = nothing_after_import
-             ) -> list[PassResult]:
+             workers: int = 4, claim_batch: int = 5, after_import: AfterImport = nothing_after_import,
+             pool: ImapConnectionPool | None = None) -> list[PassResult]:
     """One round over every due link, shared with any other worker process doing the same.
 
     Each of `workers` threads claims a small batch of due links (`claim_due_links`), syncs them and claims the
     next, until no due link is left past the round's cursor. A link whose lease lapsed while it waited in its
-    batch (the passes before it took long) was taken by another worker: it is skipped.
+    batch (the passes before it took long) was taken by another worker: it is skipped. With a pool, the links
+    this process keeps a connection for are claimed first (other workers keep theirs), and connections of links
+    that no longer sync are closed.
     """
     run_started = now()
-    cursor_lock, cursor = threading.Lock(), [0]
+    phases: list[list[int] | None] = [None]
+    if pool is not None:
+        with scope() as session:
+            pool.keep_only(session.scalars(_syncable_links()))
+        phases = [sorted(pool.idle_link_ids()), None]
+    cursor_lock, cursors = threading.Lock(), [0] * len(phases)
     results: list[PassResult] = []
 
     def work() -> None:
+        for phase, among in enumerate(phases):
+            if among != []:
+                work_through(phase, among)
+
+    def work_through(phase: int, among: list[int] | None) -> None:
         while True:
             with cursor_lock:
                 with scope() as session:
-                    claimed, last_id = claim_due_links(session, now(), config.lease_seconds, cursor[0],
-                                                       run_started, claim_batch)
+                    claimed, last_id = claim_due_links(session, now(), config.lease_seconds, cursors[phase],
+                                                       run_started, claim_batch, among)
                 if last_id is None:
                     return
-                cursor[0] = last_id
+                cursors[phase] = last_id
             for link_id, token in claimed:
                 with scope() as session:
                     still_ours = renew_lease(session, link_id, token, now(), config.lease_seconds)

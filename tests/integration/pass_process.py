@@ -31,9 +31,9 @@ class SlowClient:
         return self.client.fetch_raw(uids)
 
 
-def slow_connector(config):
+def slow_connector(config, **options):
     """The production connector, its clients slowed down."""
-    connect = real_connector(config)
+    connect = real_connector(config, **options)
     return lambda link: SlowClient(connect(link))
 
 

@@ -378,8 +378,10 @@ class Dovecot:
 
     def __init__(self, pki: Pki, *, use_untrusted_cert: bool = False, mail_fsync: str | None = None,
                  oauth2_introspection_url: str | None = None, oauth2_scope: str = "mail",
-                 submission_relay_port: int | None = None):
+                 submission_relay_port: int | None = None, max_sessions: int | None = None):
         self.host = HOST
+        # Benchmarks keeping many sessions open: room for that many (default: Dovecot's 100 login processes).
+        self.max_sessions = max_sessions
         # Token logins (XOAUTH2/OAUTHBEARER) checked at this RFC 7662 endpoint; None: passwords only.
         self.oauth2_introspection_url = oauth2_introspection_url
         self.oauth2_scope = oauth2_scope
@@ -511,6 +513,11 @@ class Dovecot:
         subprocess.run([_doveadm(), "-c", str(self.config_file), "auth", "cache", "flush"], check=True,
                        capture_output=True, timeout=10)
 
+    def kick(self, email: str) -> str:
+        """`doveadm kick`: the server drops every IMAP session of the user (as a restart or an admin would)."""
+        return subprocess.run([_doveadm(), "-c", str(self.config_file), "kick", email], check=True,
+                              capture_output=True, text=True, timeout=10).stdout
+
     def append(self, email, password, folder, message_bytes, flags=(), msg_time=None) -> int:
         """APPEND a raw message over TLS and return its UID (Dovecot answers APPENDUID)."""
         with self.connect(email, password) as client:
@@ -580,6 +587,11 @@ class Dovecot:
             text = text.replace(f"@{name}@", str(value))
         if self.mail_fsync is not None:
             text += f"mail_fsync = {self.mail_fsync}\n"
+        if self.max_sessions is not None:
+            # One imap-login process proxies many TLS sessions (high-performance mode) instead of one each.
+            reuse = "restart_request_count = unlimited" if new_form else "service_count = 0"
+            text += (f"service imap-login {{\n  {reuse}\n  client_limit = {self.max_sessions}\n"
+                     f"  process_min_avail = 2\n}}\nservice imap {{\n  process_limit = {self.max_sessions}\n}}\n")
         leftover = re.search(r"@[A-Z_]+@", text)
         if leftover:
             raise AssertionError(f"unfilled placeholder {leftover.group()} in the Dovecot config")

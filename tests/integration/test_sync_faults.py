@@ -122,9 +122,9 @@ def test_two_passes_over_one_link_in_one_process_one_skips(app, mailbox, pki, do
     first_result = threading.Event()
     real_connector = background.mailbox_connector
 
-    def gated_connector(config):
+    def gated_connector(config, **options):
         """Each pass waits (a while at most) until the other one has answered, so the two surely overlap."""
-        connect = real_connector(config)
+        connect = real_connector(config, **options)
 
         def gated(link):
             first_result.wait(timeout=5)
