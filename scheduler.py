@@ -17,8 +17,11 @@ AUTOMATION_JOB_ID = "send-automation-steps"
 
 
 def sync_job(app: Flask) -> int:
-    """Import new mail for every due link; returns how many links were passed over."""
-    return len(run_sync(app))
+    """Import new mail for every due link; returns how many links were passed over.
+
+    A link synced in the last half interval (by another worker's round, or 「今すぐ同期」) waits for the next round.
+    """
+    return len(run_sync(app, skip_synced_within=app.config["SYNC_INTERVAL_SECONDS"] / 2))
 
 
 def automation_job(app: Flask) -> int:

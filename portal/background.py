@@ -63,7 +63,7 @@ def on_mail_imported(session: Session, messages: list[MailMessage], now: datetim
     stop_on_customer_reply(session, messages, now)
 
 
-def run_sync(app: Flask, link_ids: list[int] | None = None) -> list[PassResult]:
+def run_sync(app: Flask, link_ids: list[int] | None = None, skip_synced_within: float = 0) -> list[PassResult]:
     """One pass over the given links, each in its own session; by default over every due link, claimed in small
     batches so that several worker processes share them."""
     scope = session_scope(app)
@@ -71,7 +71,7 @@ def run_sync(app: Flask, link_ids: list[int] | None = None) -> list[PassResult]:
         pool = connection_pool(app)
         return sync_due(scope, mailbox_connector(app.config, pool=pool), utcnow, engine_config(app.config),
                         workers=app.config["SYNC_WORKERS"], claim_batch=app.config["SYNC_CLAIM_BATCH"],
-                        after_import=on_mail_imported, pool=pool)
+                        after_import=on_mail_imported, pool=pool, skip_synced_within=skip_synced_within)
     return sync_many(scope, link_ids, mailbox_connector(app.config, pool=connection_pool(app)), utcnow,
                      engine_config(app.config),
                      workers=app.config["SYNC_WORKERS"], after_import=on_mail_imported)

@@ -50,7 +50,7 @@ def due_link_ids(session: Session, now: datetime) -> list[int]:
     return list(session.scalars(_due_links(now)))
 
 
-def claim_due_links(session: Session, now: datetime, lease_seconds: int, after_id: int, run_started: datetime,
+def claim_due_links(session: Session, now: datetime, lease_seconds: int, after_id: int, synced_before: datetime,
                     limit: int, among: list[int] | None = None) -> tuple[list[tuple[int, str]], int | None]:
     """Take the leases of up to `limit` due links past `after_id` in one short transaction.
 
@@ -58,13 +58,13 @@ def claim_due_links(session: Session, now: datetime, lease_seconds: int, after_i
 
     Several worker processes share the links this way. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets each claim
     rows the others are not claiming at this moment instead of queueing behind them; the lease (free or lapsed)
-    stays the guard, on SQLite too, where the row lock clause is left out. Links synced since `run_started` were
-    done by another worker in this round and are left alone. `among` limits the claim to those links (the ones
+    stays the guard, on SQLite too, where the row lock clause is left out. Links synced since `synced_before` (the
+    round's start, or earlier for the scheduler) were done by another worker and are left alone. `among` limits the claim to those links (the ones
     this process keeps a connection for).
     """
     lease_free = or_(MailboxLink.lease_owner.is_(None), MailboxLink.lease_expires_at < now)
     query = _due_links(now).where(MailboxLink.id > after_id, lease_free,
-                                  or_(MailboxLink.last_synced_at.is_(None), MailboxLink.last_synced_at < run_started))
+                                  or_(MailboxLink.last_synced_at.is_(None), MailboxLink.last_synced_at < synced_before))
     if among is not None:
         query = query.where(MailboxLink.id.in_(among))
     link_ids = list(session.scalars(query.limit(limit).with_for_update(of=MailboxLink, skip_locked=True)))
@@ -211,16 +211,18 @@ def sync_many(scope: SessionScope, link_ids: list[int], connect: Connect, now: C
 
 def sync_due(scope: SessionScope, connect: Connect, now: Callable[[], datetime], config: EngineConfig,
              workers: int = 4, claim_batch: int = 5, after_import: AfterImport = nothing_after_import,
-             pool: ImapConnectionPool | None = None) -> list[PassResult]:
+             pool: ImapConnectionPool | None = None, skip_synced_within: float = 0) -> list[PassResult]:
     """One round over every due link, shared with any other worker process doing the same.
 
     Each of `workers` threads claims a small batch of due links (`claim_due_links`), syncs them and claims the
     next, until no due link is left past the round's cursor. A link whose lease lapsed while it waited in its
     batch (the passes before it took long) was taken by another worker: it is skipped. With a pool, the links
     this process keeps a connection for are claimed first (other workers keep theirs), and connections of links
-    that no longer sync are closed.
+    that no longer sync are closed. `skip_synced_within` (seconds): links any process synced that recently are
+    not due (the scheduler's rounds in several workers start at different times; without it each would sync
+    again what another just did).
     """
-    run_started = now()
+    synced_before = now() - timedelta(seconds=skip_synced_within)
     phases: list[list[int] | None] = [None]
     if pool is not None:
         with scope() as session:
@@ -239,7 +241,7 @@ def sync_due(scope: SessionScope, connect: Connect, now: Callable[[], datetime],
             with cursor_lock:
                 with scope() as session:
                     claimed, last_id = claim_due_links(session, now(), config.lease_seconds, cursors[phase],
-                                                       run_started, claim_batch, among)
+                                                       synced_before, claim_batch, among)
                 if last_id is None:
                     return
                 cursors[phase] = last_id
