@@ -16,7 +16,7 @@ from portal.extensions import db
 from portal.inputs import bounded_id, clamp_date, requested_page
 from portal.mails import compose, deletion, sending, services
 from portal.mails.forms import ComposeForm, MailFilterForm, NewMailForm
-from portal.mails.render import estimated_frame_height, render_mail_html
+from portal.mails.html_view import body_view
 from portal.mailsync.charsets import safe_filename
 from portal.models import Customer, Direction, MailMessage, utcnow
 from portal.policy import Action
@@ -95,18 +95,21 @@ def thread(message_id: int):
     show_images = request.args.get("images") == "1"
     messages = services.thread_messages(db.session, message)
     secret = current_app.config["SECRET_KEY"]
-    rendered, blocked = {}, 0
+    rendered, as_text, blocked = {}, {}, 0
     for item in messages:
         if item.html_body:
-            by_cid = {a.content_id: a.id for a in item.attachments if a.content_id}
-            result = render_mail_html(
-                item.html_body, allow_remote_images=show_images,
-                inline_image_url=lambda cid, by_cid=by_cid: _inline_url(secret, membership.account_id, by_cid, cid))
-            rendered[item.id] = (result.html, estimated_frame_height(result.html))
-            blocked += result.blocked_remote_images
+            view = body_view(db.session, item, show_images=show_images,
+                             size_cap=current_app.config["MAIL_HTML_VIEW_CAP"],
+                             inline_url=lambda attachment_id: _inline_url(secret, membership.account_id, attachment_id))
+            if view.document is not None:
+                rendered[item.id] = (view.document, view.height)
+                blocked += view.blocked_remote_images
+            else:
+                as_text[item.id] = view
     summaries = _tracking_summaries([m.id for m in messages if m.tracked])
     response = make_response(render_template(
-        "mails/thread.html", message=message, messages=messages, rendered=rendered, blocked_images=blocked,
+        "mails/thread.html", message=message, messages=messages, rendered=rendered, as_text=as_text,
+        blocked_images=blocked,
         show_images=show_images, summaries=summaries, viewer=membership, may_open=may_open, Direction=Direction))
     remote = " https: http:" if show_images else ""
     # The page's own policy; the sandboxed srcdoc frames inherit it on top of their own.
@@ -117,11 +120,8 @@ def thread(message_id: int):
     return response
 
 
-def _inline_url(secret: str, account_id: int, by_cid: dict, content_id: str) -> str | None:
+def _inline_url(secret: str, account_id: int, attachment_id: int) -> str:
     """An absolute, signed address of an inline image (the sandboxed frame sends no session cookie)."""
-    attachment_id = by_cid.get(content_id)
-    if attachment_id is None:
-        return None
     return url_for("mails.inline_image", attachment_id=attachment_id, _external=True,
                    sig=services.inline_image_token(secret, account_id, attachment_id))
 

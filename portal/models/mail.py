@@ -60,6 +60,12 @@ class MailMessage(Base):
     received_at: Mapped[datetime] = mapped_column()
     text_body: Mapped[str | None] = mapped_column(Text)
     html_body: Mapped[str | None] = mapped_column(Text)
+    # The HTML body as sanitised for its frame (remote images blocked), kept so a big mail is not re-sanitised on
+    # every view; valid while safe_html_version equals portal.mails.html_view.RENDER_VERSION.
+    safe_html: Mapped[str | None] = mapped_column(Text, deferred=True)
+    safe_html_blocked: Mapped[int | None] = mapped_column(Integer)
+    safe_html_height: Mapped[int | None] = mapped_column(Integer)
+    safe_html_version: Mapped[int | None] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     raw: Mapped[bytes | None] = mapped_column(LargeBinary)
     too_large: Mapped[bool] = mapped_column(Boolean, default=False)
