@@ -1,7 +1,7 @@
 """kept sanitised mail html: a message's HTML body is sanitised once and the result stored with it
 
 Revision ID: d81f5c2e7a40
-Revises: c4e8d2a9f1b3
+Revises: c4d8e2f1a9b3
 Create Date: 2026-11-28 10:35:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'd81f5c2e7a40'
-down_revision = 'c4e8d2a9f1b3'
+down_revision = 'c4d8e2f1a9b3'
 branch_labels = None
 depends_on = None
 
