@@ -6,8 +6,9 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.features.services import stored_mail_volume
-from portal.models import (AuditLog, MailAttachment, MailCustomer, MailDraft, MailMessage, MailSource,
-                           MailTombstone, Role)
+from portal.models import (AuditLog, Direction, MailAttachment, MailCustomer, MailDraft, MailMessage, MailSource,
+                           MailTombstone, Role, TrackedLink, TrackingEvent)
+from portal.tracking.tokens import CLICK_PATH, click_token
 from tests.factories import enable_email, make_account, make_customer, make_link, make_member, make_message
 
 
@@ -138,3 +139,24 @@ def test_the_deletion_reads_as_a_sentence_in_the_history(client, auth):
     client.post(f"/mails/{first.id}/delete")
     text = BeautifulSoup(client.get("/settings/audit").get_data(as_text=True), "html.parser").get_text(" ")
     assert f"{owner.user.name} がメール「お見積りのお願い」を削除しました" in text
+
+
+def test_deleting_a_tracked_sent_mail_warns_that_its_links_stop_working(client, auth):
+    """A portal-sent, tracked message: the confirmation says the customer's links will stop working; after the
+    deletion its click link answers the portal's 404 (not a 500), and its tracking rows are gone."""
+    account, owner, first, _, _ = seed_thread()
+    sent = make_message(account, member=owner, direction=Direction.SENT, subject="Re: お見積りのお願い",
+                        thread=first.thread)
+    sent.tracked, sent.sent_by_membership_id = True, owner.id
+    link = TrackedLink(message=sent, position=0, url="https://example.jp/資料")
+    db.session.add(link)
+    db.session.commit()
+    token = click_token(client.application.config["SECRET_KEY"], sent.id, link.id)
+    auth.login_member(owner)
+    assert client.get(CLICK_PATH + token).status_code == 302
+    page = BeautifulSoup(client.get(f"/mails/{sent.id}/delete").get_data(as_text=True), "html.parser")
+    assert "リンクをクリックしても、移動先のページは表示されなくなります" in page.select_one("#tracked-warning").get_text()
+    assert "tracked-warning" not in client.get(f"/mails/{first.id}/delete").get_data(as_text=True)
+    assert client.post(f"/mails/{sent.id}/delete").status_code == 302
+    assert client.get(CLICK_PATH + token).status_code == 404
+    assert (count(TrackedLink), count(TrackingEvent)) == (0, 0)
