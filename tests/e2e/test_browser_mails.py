@@ -244,3 +244,56 @@ def test_reply_with_template_and_see_it_in_the_thread(mail_portal, dovecot, pki,
     assert f"{CUSTOMER_NAME}様" in text and "本日はありがとうございました。" in text and MEMBER_NAME in text
     assert dialogs == [] and aborted == []
     assert_only_portal(requests, errors, base_url)
+
+
+def test_new_mail_from_the_customer_page_with_template_cc_and_a_file(mail_portal, dovecot, pki, mail_user, smtp_ssl,
+                                                                     tmp_path):
+    """顧客 → メールを作成 → 「お礼」を挿入 (subject and body filled) → Cc and a file → 送信: a new thread with the file."""
+    app, base_url = mail_portal
+    seed_linked_member_with_mail(app, dovecot, pki, mail_user, smtp_ssl)
+    partner, subject = "boss@partner.example", f"{COMPANY}様 お打ち合わせのお礼"
+    with chromium_page() as page:
+        requests, errors = watch(page)
+        dialogs = record_dialogs(page)
+        aborted = keep_off_the_internet(page, base_url)
+
+        log_in(page, base_url, MEMBER_EMAIL, PASSWORD)
+        page.get_by_role("navigation").get_by_text("顧客", exact=True).click()
+        page.get_by_role("link", name=CUSTOMER_NAME).first.click()
+        expect(page.locator("h1")).to_have_text(CUSTOMER_NAME)
+        page.get_by_role("link", name="メールを作成").click()
+        expect(page.locator("h1")).to_have_text("メールを作成")
+        expect(page.locator("#customer_id option:checked")).to_have_text(f"{CUSTOMER_NAME} <{CUSTOMER}>")
+        expect(page.locator("main")).to_contain_text(f"差出人: {MEMBER_NAME} <{mail_user.email}>")
+
+        page.locator("#template_id").select_option(label=TEMPLATE_NAME)
+        page.get_by_role("button", name="テンプレートを挿入").click()
+        expect(page.get_by_role("alert")).to_contain_text(f"テンプレート「{TEMPLATE_NAME}」を挿入しました。")
+        expect(page.locator("#subject")).to_have_value(subject)
+        expect(page.locator("#body")).to_have_value(FILLED_BODY)
+        page.locator("#cc").fill(partner)
+        page.locator("#attachments").set_input_files(files=[
+            {"name": "御見積書.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 quote"}])
+        keep_screenshot(page, tmp_path / "new-mail.png")
+
+        page.get_by_role("button", name="送信", exact=True).click()
+        expect(page.get_by_role("alert")).to_contain_text("メールを送信しました。", timeout=SEND_TIMEOUT_MS)
+        expect(page).to_have_url(re.compile(r"/mails/\d+#message-\d+$"))
+        expect(page.locator("h1")).to_have_text(subject)
+        expect(page.locator("main")).to_contain_text("このスレッドのメール 1件（古い順）")
+        card = page.locator(f"article#{urlsplit(page.url).fragment}")
+        expect(card).to_contain_text("ポータルから送信")
+        expect(card.get_by_role("link", name=re.compile("御見積書.pdf"))).to_be_visible()
+        keep_screenshot(page, tmp_path / "thread-after-new-mail.png")
+
+        page.get_by_role("navigation").get_by_text("顧客", exact=True).click()
+        page.get_by_role("link", name=CUSTOMER_NAME).first.click()
+        expect(page.locator("#timeline-heading").locator("xpath=../..")).to_contain_text(subject)
+
+    [delivered] = smtp_ssl.messages
+    assert delivered.rcpt_tos == [CUSTOMER, partner] and delivered.mail_from == mail_user.email
+    sent = message_from_bytes(delivered.data, policy=default_policy)
+    assert str(sent["Subject"]) == subject and sent["In-Reply-To"] is None
+    assert [part.get_filename() for part in sent.iter_attachments()] == ["御見積書.pdf"]
+    assert dialogs == [] and aborted == []
+    assert_only_portal(requests, errors, base_url)
