@@ -91,6 +91,10 @@ SECURITY_LABELS = {"ssl": "SSL/TLS", "starttls": "STARTTLS", "none": "なし（�
 SECURITY_SHORT_LABELS = {"ssl": "SSL/TLS", "starttls": "STARTTLS", "none": "暗号化なし"}
 
 
+SMTP_NO_AUTH_NEEDS_TLS = ("SMTP認証なしは、SSL/TLS か STARTTLS で接続する場合だけ選べます"
+                          "（暗号化なしの中継サーバーは、サーバー管理者が許可した場合のみ使えます）。")
+
+
 class ServerFieldsMixin:
     """Checks host, port and security of the IMAP and SMTP fields against the operator's connection policy."""
 
@@ -106,6 +110,10 @@ class ServerFieldsMixin:
             if security.data == "none" and not policy.allow_plaintext:
                 security.errors.append("暗号化なしの接続は許可されていません。SSL/TLS か STARTTLS を選んでください。")
                 ok = False
+        no_auth = getattr(self, "smtp_no_auth", None)
+        if no_auth is not None and no_auth.data and self.smtp_security.data == "none" and not policy.allow_plaintext:
+            no_auth.errors.append(SMTP_NO_AUTH_NEEDS_TLS)
+            ok = False
         return ok
 
     def offer_plaintext(self, allowed: bool) -> None:

@@ -51,7 +51,7 @@ class StoredPasswords:
     def smtp_settings(self, link: MailboxLink, renew: bool = False) -> ServerSettings:
         """The link's SMTP server with its decrypted password (a password has nothing to renew)."""
         return ServerSettings(link.smtp_host, link.smtp_port, link.smtp_security, link.smtp_username,
-                              self._password(link, "smtp_password", "smtp_login"))
+                              self._password(link, "smtp_password", "smtp_login"), authenticate=link.smtp_auth)
 
 
 class LinkCredentials:

@@ -1,5 +1,5 @@
 """The mailbox link form."""
-from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional
 
@@ -22,6 +22,7 @@ class LinkForm(ServerFieldsMixin, PortalForm):
     smtp_security = security_field("SMTPの暗号化")
     smtp_username = StringField("SMTPユーザー名", filters=[strip], validators=[Optional(), max_length(254)])
     smtp_password = PasswordField("SMTPパスワード", validators=[Optional(), max_length(500)])
+    smtp_no_auth = BooleanField("SMTP認証なし（社内の中継サーバーなど、ログインせずに送信するサーバー）")
 
     def set_presets(self, presets) -> None:
         """Offer the account's presets; choosing one fills (and on the server, supplies) the server fields."""
@@ -29,7 +30,8 @@ class LinkForm(ServerFieldsMixin, PortalForm):
             SelectChoice(str(p.id), p.name, render_kw={
                 "data-imap-host": p.imap_host, "data-imap-port": p.imap_port,
                 "data-imap-security": p.imap_security.value, "data-smtp-host": p.smtp_host,
-                "data-smtp-port": p.smtp_port, "data-smtp-security": p.smtp_security.value})
+                "data-smtp-port": p.smtp_port, "data-smtp-security": p.smtp_security.value,
+                "data-smtp-no-auth": "1" if not p.smtp_auth else ""})
             for p in presets]
 
     def apply_preset(self, preset) -> None:
@@ -41,6 +43,7 @@ class LinkForm(ServerFieldsMixin, PortalForm):
                 field.data = value.value if hasattr(value, "value") else value
                 field.raw_data = [str(field.data)]
                 field.process_errors = []
+        self.smtp_no_auth.data = not preset.smtp_auth
 
 
 class ReauthForm(PortalForm):
@@ -53,7 +56,7 @@ class ReauthForm(PortalForm):
 # Which field a failed server check is about, so its message sits beside that field (codes from
 # portal.mailsync.connection; network failures name their protocol at the start of the message).
 FIELD_OF_ERROR = {"imap_login": "imap_password", "smtp_login": "smtp_password", "not_imap": "imap_port",
-                  "imap_failed": "imap_host", "smtp_rejected": "smtp_security", "smtp_no_auth": "smtp_auth"}
+                  "imap_failed": "imap_host", "smtp_rejected": "smtp_security", "smtp_no_auth": "smtp_no_auth"}
 FIELD_OF_NETWORK_ERROR = {"host_not_found": "host", "address_refused": "host", "timeout": "port",
                           "connect_failed": "port", "port_refused": "port", "tls_certificate": "security",
                           "tls_failed": "security", "plaintext_refused": "security"}

@@ -35,7 +35,8 @@ def _link_request(form: LinkForm, preset_id: int | None) -> services.LinkRequest
     imap = ServerSettings(form.imap_host.data, form.imap_port.data, Security(form.imap_security.data),
                           form.imap_username.data, form.imap_password.data)
     smtp = ServerSettings(form.smtp_host.data, form.smtp_port.data, Security(form.smtp_security.data),
-                          form.smtp_username.data or imap.username, form.smtp_password.data or imap.password)
+                          form.smtp_username.data or imap.username, form.smtp_password.data or imap.password,
+                          authenticate=not form.smtp_no_auth.data)
     return services.LinkRequest(email=form.email.data, imap=imap, smtp=smtp, preset_id=preset_id)
 
 

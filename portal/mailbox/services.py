@@ -203,7 +203,7 @@ def link_mailbox(session: Session, membership: Membership, request: LinkRequest,
         imap_host=request.imap.host, imap_port=request.imap.port, imap_security=request.imap.security,
         imap_username=request.imap.username, smtp_host=request.smtp.host, smtp_port=request.smtp.port,
         smtp_security=request.smtp.security, smtp_username=request.smtp.username,
-        state=LinkState.ACTIVE, linked_at=now)
+        smtp_auth=request.smtp.authenticate, state=LinkState.ACTIVE, linked_at=now)
     session.add(link)
     session.flush()  # the row id is part of the encryption context
     link.imap_password_encrypted = box.encrypt(request.imap.password, password_context(link.id, "imap_password"))
@@ -226,7 +226,8 @@ def reauthenticate(session: Session, link: MailboxLink, imap_password: str, smtp
         raise MailboxError("oauth_link", OAUTH_LINK_HAS_NO_PASSWORD)
     smtp_password = smtp_password or imap_password
     imap = ServerSettings(link.imap_host, link.imap_port, link.imap_security, link.imap_username, imap_password)
-    smtp = ServerSettings(link.smtp_host, link.smtp_port, link.smtp_security, link.smtp_username, smtp_password)
+    smtp = ServerSettings(link.smtp_host, link.smtp_port, link.smtp_security, link.smtp_username, smtp_password,
+                          authenticate=link.smtp_auth)
     verifier(imap, smtp, policy)  # raises MailboxError; the stored passwords stay as they were
     link.imap_password_encrypted = box.encrypt(imap_password, password_context(link.id, "imap_password"))
     link.smtp_password_encrypted = box.encrypt(smtp_password, password_context(link.id, "smtp_password"))

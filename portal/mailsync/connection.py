@@ -31,6 +31,7 @@ class ServerSettings:
     username: str
     password: str = field(repr=False)  # the access token when xoauth2 is set
     xoauth2: bool = False
+    authenticate: bool = True  # False: SMTP認証なし, a relay that takes mail without a login
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,10 @@ def login_unavailable() -> MailboxError:
                                             "自動的に再試行します。")
 
 
+SMTP_WITHOUT_AUTH = ("このSMTPサーバーは認証（SMTP AUTH）に対応していません。社内の中継サーバーなど、ログインなしで送信する"
+                     "サーバーの場合は「SMTP認証なし」を選んでください。")
+
+
 def open_smtp(settings: ServerSettings, policy: ConnectionPolicy) -> smtplib.SMTP:
     """Connect and log in to SMTP; raises MailboxError with the member's message."""
     check_policy("SMTP", settings, policy)
@@ -200,7 +205,10 @@ def open_smtp(settings: ServerSettings, policy: ConnectionPolicy) -> smtplib.SMT
             smtp.ehlo()
         if settings.xoauth2:
             smtp.auth("XOAUTH2", xoauth2_responder(settings.username, settings.password), initial_response_ok=True)
-        else:
+        elif settings.authenticate:
+            if not smtp.has_extn("auth"):  # a relay without AUTH: say so, not "check the encryption"
+                close_quietly(smtp)
+                raise MailboxError("smtp_no_auth", SMTP_WITHOUT_AUTH)
             _smtp_login(smtp, settings.username, settings.password)
         return smtp
     except smtplib.SMTPAuthenticationError as error:

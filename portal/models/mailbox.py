@@ -2,7 +2,7 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.models.account import Membership
@@ -73,6 +73,8 @@ class MailboxPreset(Base):
     smtp_host: Mapped[str] = mapped_column(String(253))
     smtp_port: Mapped[int] = mapped_column(Integer)
     smtp_security: Mapped[Security] = mapped_column(string_enum(Security, "preset_smtp_security"))
+    # False for a relay that takes no login (SMTP認証なし); only over TLS unless the operator allows plaintext.
+    smtp_auth: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     auth_method: Mapped[AuthMethod] = mapped_column(string_enum(AuthMethod, "preset_auth_method"),
                                                     default=AuthMethod.PASSWORD, server_default="password")
     oauth_provider: Mapped[OAuthProvider | None] = mapped_column(string_enum(OAuthProvider, "preset_oauth_provider"))
@@ -120,6 +122,7 @@ class MailboxLink(Base):
     smtp_security: Mapped[Security] = mapped_column(string_enum(Security, "link_smtp_security"))
     smtp_username: Mapped[str] = mapped_column(String(254))
     smtp_password_encrypted: Mapped[str] = mapped_column(Text, default="")
+    smtp_auth: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())  # see MailboxPreset
     auth_method: Mapped[AuthMethod] = mapped_column(string_enum(AuthMethod, "link_auth_method"),
                                                     default=AuthMethod.PASSWORD, server_default="password")
     # OAuth2 links: the preset holding the provider app (a preset in use cannot be deleted), the signed-in

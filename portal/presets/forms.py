@@ -2,7 +2,7 @@
 import re
 from typing import Mapping
 
-from wtforms import PasswordField, SelectField, StringField
+from wtforms import BooleanField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Regexp, StopValidation
 
@@ -61,6 +61,7 @@ class PresetForm(ServerFieldsMixin, PortalForm):
     smtp_host = host_field("SMTPサーバー")
     smtp_port = port_field("SMTPポート")
     smtp_security = security_field("SMTPの暗号化")
+    smtp_no_auth = BooleanField("SMTP認証なし（社内の中継サーバーなど、ログインせずに送信するサーバー）")
 
     @property
     def uses_oauth(self) -> bool:

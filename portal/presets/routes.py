@@ -30,6 +30,7 @@ def _form_data(form: PresetForm) -> services.PresetData:
         name=form.name.data, imap_host=form.imap_host.data, imap_port=form.imap_port.data,
         imap_security=Security(form.imap_security.data), smtp_host=form.smtp_host.data,
         smtp_port=form.smtp_port.data, smtp_security=Security(form.smtp_security.data),
+        smtp_auth=oauth or not form.smtp_no_auth.data,
         auth_method=AuthMethod(form.auth_method.data), oauth_provider=form.provider if oauth else None,
         oauth_discovery_url=form.oauth_discovery_url.data or None, oauth_scopes=form.oauth_scopes.data or None,
         oauth_tenant=form.oauth_tenant.data or None, oauth_client_id=form.oauth_client_id.data or None,
@@ -96,6 +97,7 @@ def _preset_form(preset: MailboxPreset | None):
         form.imap_security.data = preset.imap_security.value if preset else "ssl"
         form.smtp_security.data = preset.smtp_security.value if preset else "starttls"
         form.auth_method.data = preset.auth_method.value if preset else "password"
+        form.smtp_no_auth.data = bool(preset and not preset.smtp_auth)
         form.oauth_provider.data = (preset.oauth_provider.value if preset and preset.oauth_provider
                                     else "microsoft")
     status = 200

@@ -32,6 +32,7 @@ class PresetData:
     oauth_tenant: str | None = None
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = field(default=None, repr=False)
+    smtp_auth: bool = True  # False: SMTP認証なし (password presets only)
 
     def columns(self) -> dict:
         """The column values to store: OAuth fields only where the method and provider use them."""

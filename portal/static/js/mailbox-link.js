@@ -19,6 +19,8 @@
         if (field.tagName === "SELECT") field.style.pointerEvents = manual ? "" : "none";
       });
     });
+    var noAuth = document.getElementById("smtp_no_auth");
+    if (noAuth && !manual) noAuth.checked = option.getAttribute("data-smtp-no-auth") === "1";
   }
   select.addEventListener("change", apply);
   if (select.value !== "") apply();
