@@ -1,7 +1,7 @@
 """SMTP without authentication: a preset or link may send through a relay that takes no login (SMTP認証なし)
 
 Revision ID: d2f6a8c3e5b7
-Revises: c4d8e2f1a9b3
+Revises: d81f5c2e7a40
 Create Date: 2026-11-28 10:40:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'd2f6a8c3e5b7'
-down_revision = 'c4d8e2f1a9b3'
+down_revision = 'd81f5c2e7a40'
 branch_labels = None
 depends_on = None
 
