@@ -11,6 +11,7 @@ from typing import Callable
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from portal.customers.services import visible_customers
 from portal.mailbox.services import live_link
 from portal.mails import sending
 from portal.mailsync.charsets import safe_filename
@@ -100,6 +101,16 @@ def reply_customer(original: MailMessage, to: str) -> Customer | None:
         if customer.email == to.strip().lower():
             return customer
     return customers[0] if customers else None
+
+
+def recipients(session: Session, actor: Membership) -> list[Customer]:
+    """The live customers the actor may write a new mail to (担当者閲覧制限 hides the others)."""
+    return list(session.scalars(visible_customers(actor)))
+
+
+def chosen_recipient(customers: list[Customer], customer_id: str | None) -> Customer | None:
+    """The customer picked in the form, if it is one of the actor's recipients (anything else is no choice)."""
+    return next((customer for customer in customers if str(customer.id) == (customer_id or "")), None)
 
 
 def new_mail_start(session: Session, actor: Membership, customer: Customer) -> tuple[Composition, MailDraft | None]:

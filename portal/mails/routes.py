@@ -10,7 +10,7 @@ from werkzeug.datastructures import FileStorage
 from wtforms.fields.choices import SelectChoice
 
 from portal.customers.routes import RESTRICTED
-from portal.customers.services import may_open, visible_customers
+from portal.customers.services import may_open
 from portal.errors import render_error
 from portal.extensions import db
 from portal.inputs import bounded_id, clamp_date, requested_page
@@ -208,7 +208,7 @@ def new_mail():
     membership = current_membership()
     page = compose.screen(db.session, membership)
     form = _compose_form(page, NewMailForm())
-    customers = list(db.session.scalars(visible_customers(membership)))
+    customers = compose.recipients(db.session, membership)
     form.customer_id.choices = [SelectChoice("", "顧客を選択")] + [
         SelectChoice(str(c.id), f"{c.name} <{c.email}>") for c in customers]
     draft = None
@@ -222,7 +222,7 @@ def new_mail():
             _fill(form, compose.Composition())
         return render_template("mails/new.html", form=form, draft=draft, **page.context())
     status, error = 200, None
-    customer = next((c for c in customers if str(c.id) == form.customer_id.data), None)
+    customer = compose.chosen_recipient(customers, form.customer_id.data)
     if form.action.data == "insert_template":
         _insert_template(form, membership, customer, new_mail=True)
     elif not page.can_send:

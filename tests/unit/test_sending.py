@@ -64,3 +64,23 @@ def test_a_refused_message_is_withdrawn_with_its_new_thread(app):
     for model in (MailMessage, MailThread, TrackedLink):
         assert db.session.scalar(select(func.count()).select_from(model)) == 0, model
 
+
+
+def test_a_cc_the_server_refuses_is_a_warning_while_the_rest_goes_out(app):
+    """The server takes To but refuses one Cc: the mail is sent and stored, and the member is told which one."""
+    owner = _member_with_link()
+
+    class PickySmtp(FakeSmtp):
+        def send_message(self, mime, from_addr, to_addrs):
+            """Like smtplib: refused recipients come back as a dict while the others get the mail."""
+            super().send_message(mime, from_addr, to_addrs)
+            return {"gone@partner.example": (550, b"no such user")}
+
+    smtp = PickySmtp()
+    result = send_mail(db.session, owner, Outgoing(to="yamada@client.example", subject="ご案内", body=BODY,
+                                                   cc=("boss@partner.example", "gone@partner.example")),
+                       environment(smtp, FakeImap()))
+    assert smtp.recipients == [["yamada@client.example", "boss@partner.example", "gone@partner.example"]]
+    assert result.message.cc_addresses == "boss@partner.example, gone@partner.example"
+    assert result.warnings == ["次の宛先はメールサーバーに受け付けられなかったため、届いていません: gone@partner.example"]
+    assert db.session.scalar(select(func.count()).select_from(MailMessage)) == 1
