@@ -146,6 +146,8 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "SEARCH_LIMITS": {},
         # The address customers' mail clients reach the portal at; without it sent mail carries no tracking.
         "PUBLIC_BASE_URL": environ.get("PUBLIC_BASE_URL", "").strip().rstrip("/") or None,
+        # One counted open (or click of a link) per client in this time, however often the image is fetched.
+        "TRACKING_COUNT_WINDOW_SECONDS": int(environ.get("TRACKING_COUNT_WINDOW_SECONDS", "300")),
         "AUTOMATION_INTERVAL_SECONDS": int(environ.get("AUTOMATION_INTERVAL_SECONDS", "60")),
         # Installation-wide OAuth2 apps, used by presets that leave their client fields empty.
         **{name: environ.get(name, "").strip() for name in (

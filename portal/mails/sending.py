@@ -25,7 +25,7 @@ from portal.mailsync.credentials import CredentialsProvider
 from portal.mailsync.headers import decode_header_value, normalise_subject
 from portal.models import (Customer, Direction, FolderRole, LinkState, MailAttachment, MailboxLink, MailCustomer,
                            MailMessage, MailSource, MailThread, Membership, TrackedLink, utcnow)
-from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, open_token
+from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, new_tracking_id, open_token
 
 URL_PATTERN = re.compile(r"https?://[^\s<>\"'（）「」、。]+", re.IGNORECASE)
 # Real line breaks, typed or inside an RFC 2047 encoded word (which the mail library decodes): either could start
@@ -179,6 +179,7 @@ def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: Sen
         raise SendFailed(error.message) from error
     message = _store_sent(session, member, link, outgoing, to, cc, subject, message_id, sent_at)
     message.tracked = bool(env.public_base_url)
+    message.tracking_id = new_tracking_id() if message.tracked else None
     session.flush()  # ids for the tracking tokens
     html_part = _html_part(session, message, outgoing.body, env)
     mime = _mime(member, link, to, cc, subject, message_id, outgoing, sent_at, html_part)
@@ -279,14 +280,14 @@ def _html_part(session: Session, message: MailMessage, body: str, env: SendEnvir
                 session.add(link)
                 session.flush()
                 position += 1
-                target = f"{env.public_base_url}{CLICK_PATH}{click_token(env.secret_key, message.id, link.id)}"
+                target = f"{env.public_base_url}{CLICK_PATH}{click_token(env.secret_key, message.tracking_id, link.position)}"
                 pieces.append(f'<a href="{html.escape(target)}">{html.escape(url)}</a>')
             last = match.end()
         pieces.append(html.escape(line[last:]))
         parts.append("".join(pieces))
     pixel = ""
     if message.tracked:
-        url = f"{env.public_base_url}{OPEN_PATH}{open_token(env.secret_key, message.id)}"
+        url = f"{env.public_base_url}{OPEN_PATH}{open_token(env.secret_key, message.tracking_id)}"
         pixel = f'<img src="{html.escape(url)}" width="1" height="1" alt="" style="display:block;border:0">'
     return ('<!doctype html><html><head><meta charset="utf-8"></head><body>'
             f'<div style="font-family:sans-serif;white-space:normal">{"<br>".join(parts)}</div>{pixel}'

@@ -76,6 +76,8 @@ class MailMessage(Base):
     # Set when the portal itself sent the message (a reply or an automation step): who sent it, tracked or not.
     sent_by_membership_id: Mapped[int | None] = mapped_column(ForeignKey("memberships.id"))
     tracked: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # The random id tracking tokens carry instead of the sequential id (None: untracked, or sent before it existed).
+    tracking_id: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
 
     thread: Mapped[MailThread | None] = relationship()
     membership: Mapped[Membership | None] = relationship(foreign_keys=[membership_id])
@@ -258,5 +260,7 @@ class TrackingEvent(Base):
     user_agent: Mapped[str] = mapped_column(String(500), default="")
     # Set to a label (e.g. "Gmail画像プロキシ") when a known machine fetched it rather than a person.
     machine: Mapped[str | None] = mapped_column(String(100))
+    # A keyed hash of the fetching client's address: one counted open per client per window (no address stored).
+    client_key: Mapped[str | None] = mapped_column(String(32))
 
     link: Mapped[TrackedLink | None] = relationship()

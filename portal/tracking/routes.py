@@ -1,4 +1,6 @@
 """Public tracking endpoints fetched by customers' mail clients: the open image and the click redirect."""
+from datetime import timedelta
+
 from flask import Blueprint, Response, abort, current_app, redirect, request, session
 
 from portal.extensions import db
@@ -38,6 +40,11 @@ def never_set_cookies(response: Response) -> Response:
     return response
 
 
+def _count_window() -> timedelta:
+    """TRACKING_COUNT_WINDOW_SECONDS: one counted open or click per client in this time."""
+    return timedelta(seconds=current_app.config["TRACKING_COUNT_WINDOW_SECONDS"])
+
+
 @bp.get(OPEN_PATH + "<token>")
 def open_image(token: str):
     """The tracking image: one open recorded per GET, then a transparent pixel."""
@@ -46,7 +53,8 @@ def open_image(token: str):
         # Scanners probe with HEAD; answering without recording keeps one event per real fetch.
         found = services.tracked_message_id(db.session, secret_key, token) is not None
     else:
-        found = services.record_open(db.session, secret_key, token, request.user_agent.string, utcnow())
+        found = services.record_open(db.session, secret_key, token, request.user_agent.string, utcnow(),
+                                     request.remote_addr, _count_window())
     if not found:
         abort(404)
     return Response(PIXEL, mimetype="image/gif")
@@ -60,7 +68,8 @@ def follow_link(token: str):
         link = services.tracked_link(db.session, secret_key, token)
         destination = link.url if link is not None else None
     else:
-        destination = services.record_click(db.session, secret_key, token, request.user_agent.string, utcnow())
+        destination = services.record_click(db.session, secret_key, token, request.user_agent.string, utcnow(),
+                                            request.remote_addr, _count_window())
     if destination is None:
         abort(404)
     response = redirect(destination, code=302)

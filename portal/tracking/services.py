@@ -1,7 +1,10 @@
 """Record opens and clicks of tracked mail and summarise them per message; plain functions over a session."""
+import hashlib
+import hmac
+import ipaddress
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -12,6 +15,9 @@ from portal.tracking.fetchers import classify
 from portal.tracking.tokens import read_click_token, read_open_token
 
 USER_AGENT_LIMIT = 500  # the length of TrackingEvent.user_agent
+# One counted open (or click of one link) per client in this window: a mail client fetching the image again, or
+# someone replaying a token, does not make a message look read more often.
+DEFAULT_COUNT_WINDOW = timedelta(minutes=5)
 WEB_SCHEMES = ("http", "https")
 _UNSAFE_URL_CHARACTERS = re.compile(r"[\x00-\x20\x7f]")
 
@@ -52,52 +58,97 @@ def is_web_address(url: str) -> bool:
         return False
 
 
+def _message_named(ref) -> object:
+    """The condition on MailMessage for the message a token names (its tracking id; older mail: its id)."""
+    if ref.tracking_id is not None:
+        return MailMessage.tracking_id == ref.tracking_id
+    return (MailMessage.id == ref.legacy_message_id) & MailMessage.tracking_id.is_(None)
+
+
 def tracked_message_id(session: Session, secret_key: str, token: str) -> int | None:
     """The id of the tracked message a genuine open token names, else None."""
-    message_id = read_open_token(secret_key, token)
-    if message_id is None:
+    ref = read_open_token(secret_key, token)
+    if ref is None:
         return None
     # Only the id is read: the message row carries the raw mail and bodies, and opens are frequent.
-    return session.scalar(select(MailMessage.id).where(MailMessage.id == message_id, MailMessage.tracked.is_(True)))
+    return session.scalar(select(MailMessage.id).where(_message_named(ref), MailMessage.tracked.is_(True)))
 
 
 def tracked_link(session: Session, secret_key: str, token: str) -> TrackedLink | None:
     """The web link a genuine click token names, if it belongs to that tracked message, else None."""
-    ids = read_click_token(secret_key, token)
-    if ids is None:
+    ref = read_click_token(secret_key, token)
+    if ref is None:
         return None
-    message_id, link_id = ids
+    which = (TrackedLink.position == ref.link_position if ref.tracking_id is not None
+             else TrackedLink.id == ref.legacy_link_id)
     link = session.scalar(select(TrackedLink).join(TrackedLink.message).where(
-        TrackedLink.id == link_id, TrackedLink.message_id == message_id, MailMessage.tracked.is_(True)))
+        which, _message_named(ref), MailMessage.tracked.is_(True)))
     return link if link is not None and is_web_address(link.url) else None
 
 
-def record_open(session: Session, secret_key: str, token: str, user_agent: str, now: datetime) -> bool:
-    """Record one open of the message the token names; False, recording nothing, unless genuine and tracked."""
+def client_key(secret_key: str, address: str | None) -> str:
+    """Who fetched, as a keyed hash of the address (an IPv6 client by its /64): counts, not a log of addresses."""
+    try:
+        ip = ipaddress.ip_address((address or "").split("%")[0])
+        network = ipaddress.ip_network(f"{ip}/64", strict=False) if ip.version == 6 else ip
+        text = str(network)
+    except ValueError:
+        text = ""
+    return hmac.new(secret_key.encode(), b"tracking-client:" + text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _counted_recently(session: Session, event: TrackingEvent, since: datetime) -> bool:
+    """Whether this client's open (or click of this link) was already counted in the window.
+
+    People and each kind of machine are counted apart: a company's mail scanner fetching first, from the same
+    address as the person who then opens the mail, does not swallow that person's open.
+    """
+    return session.scalar(select(TrackingEvent.id).where(
+        TrackingEvent.message_id == event.message_id, TrackingEvent.kind == event.kind,
+        TrackingEvent.link_id.is_(None) if event.link_id is None else TrackingEvent.link_id == event.link_id,
+        TrackingEvent.machine.is_(None) if event.machine is None else TrackingEvent.machine == event.machine,
+        TrackingEvent.client_key == event.client_key, TrackingEvent.occurred_at > since).limit(1)) is not None
+
+
+def record_open(session: Session, secret_key: str, token: str, user_agent: str, now: datetime,
+                client_address: str | None = None, window: timedelta = DEFAULT_COUNT_WINDOW) -> bool:
+    """Count an open of the message the token names, once per client in the window.
+
+    True for a genuine token of a tracked message (the image is served), counted or not; False otherwise.
+    """
     message_id = tracked_message_id(session, secret_key, token)
     if message_id is None:
         return False
-    session.add(_event(message_id, TrackingKind.OPEN, None, user_agent, now))
-    session.commit()
+    event = _event(message_id, TrackingKind.OPEN, None, user_agent, client_key(secret_key, client_address), now)
+    if not _counted_recently(session, event, now - window):
+        session.add(event)
+        session.commit()
     return True
 
 
-def record_click(session: Session, secret_key: str, token: str, user_agent: str, now: datetime) -> str | None:
-    """Record one click and return the stored destination; None, recording nothing, unless genuine and tracked."""
+def record_click(session: Session, secret_key: str, token: str, user_agent: str, now: datetime,
+                 client_address: str | None = None, window: timedelta = DEFAULT_COUNT_WINDOW) -> str | None:
+    """Count a click (once per client and link in the window) and return the stored destination.
+
+    None, recording nothing, unless the token is genuine and its message tracked.
+    """
     link = tracked_link(session, secret_key, token)
     if link is None:
         return None
     destination = link.url
-    session.add(_event(link.message_id, TrackingKind.CLICK, link.id, user_agent, now))
-    session.commit()
+    event = _event(link.message_id, TrackingKind.CLICK, link.id, user_agent, client_key(secret_key, client_address),
+                   now)
+    if not _counted_recently(session, event, now - window):
+        session.add(event)
+        session.commit()
     return destination
 
 
-def _event(message_id: int, kind: TrackingKind, link_id: int | None, user_agent: str,
+def _event(message_id: int, kind: TrackingKind, link_id: int | None, user_agent: str, client: str,
            now: datetime) -> TrackingEvent:
     """A tracking event, labelled when a known machine rather than a person made the request."""
     user_agent = user_agent or ""
-    return TrackingEvent(message_id=message_id, kind=kind, link_id=link_id, occurred_at=now,
+    return TrackingEvent(message_id=message_id, kind=kind, link_id=link_id, occurred_at=now, client_key=client,
                          user_agent=user_agent[:USER_AGENT_LIMIT], machine=classify(user_agent))
 
 

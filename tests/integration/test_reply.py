@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import Direction, MailMessage, MailSource, TrackedLink
+from portal.tracking.tokens import TrackedRef, read_open_token
 from tests.integration.mailbox import CUSTOMER, Mailbox, mail
 
 
@@ -56,6 +57,12 @@ def test_reply_arrives_threaded_with_tracking_and_lands_in_sent_once(client, aut
     reply = db.session.scalar(select(MailMessage).where(MailMessage.direction == Direction.SENT))
     assert reply.thread_id == original.thread_id and reply.tracked
     assert [link.url for link in db.session.scalars(select(TrackedLink))] == ["https://example.jp/資料.pdf"]
+    # The tokens in the mail carry the reply's random tracking id, not its sequential id, and they work.
+    open_path = "/t/o/" + html.split("https://portal.example.jp/t/o/")[1].split('"')[0]
+    click_path = "/t/c/" + html.split("https://portal.example.jp/t/c/")[1].split('"')[0]
+    assert reply.tracking_id and read_open_token(client.application.config["SECRET_KEY"], open_path[5:]) == \
+        TrackedRef(tracking_id=reply.tracking_id)
+    assert client.get(open_path).status_code == 200 and client.get(click_path).status_code == 302
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "返信を送信しました" in page and "ご連絡ありがとうございます。" in page
 

@@ -21,7 +21,7 @@ from portal.presets.services import PresetData, create_preset
 from portal.mailtemplates.services import TemplateData, create_template
 from portal.models import (Direction, Enrollment, MailAttachment, MailMessage, MailThread, Membership, Role, Security,
                            Sequence, SequenceStep, TrackedLink, utcnow)
-from portal.tracking.tokens import click_token, open_token
+from portal.tracking.tokens import click_token, new_tracking_id, open_token
 from portal.users.services import invite_member, issue_reset_link
 from tests.factories import enable_email, make_account, make_customer, make_link, make_member, make_message
 
@@ -96,7 +96,7 @@ def tracked_mail(world: dict, member: Membership | None) -> dict:
     db.session.add(thread)
     db.session.flush()
     sent = MailMessage(account_id=owner.account_id, message_key=f"mid:sent{thread.id}@example.jp", thread=thread,
-                       direction=Direction.SENT, subject="ご案内", received_at=utcnow(), tracked=True,
+                       direction=Direction.SENT, subject="ご案内", received_at=utcnow(), tracked=True, tracking_id=new_tracking_id(),
                        membership_id=owner.id, sent_by_membership_id=owner.id)
     db.session.add(sent)
     db.session.flush()
@@ -104,7 +104,7 @@ def tracked_mail(world: dict, member: Membership | None) -> dict:
     db.session.add(link)
     db.session.commit()
     secret = current_app.config["SECRET_KEY"]
-    return {"open_token": open_token(secret, sent.id), "click_token": click_token(secret, sent.id, link.id)}
+    return {"open_token": open_token(secret, sent.tracking_id), "click_token": click_token(secret, sent.tracking_id, 0)}
 
 
 def inline_signature(world: dict, member: Membership | None) -> dict:

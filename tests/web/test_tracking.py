@@ -1,6 +1,6 @@
 """Open and click tracking: public endpoints, one event per request, forged requests refused, summaries."""
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from flask import render_template_string
@@ -10,7 +10,7 @@ from portal.extensions import db
 from portal.models import Direction, MailMessage, MailThread, Role, TrackedLink, TrackingEvent, TrackingKind, utcnow
 from portal.tracking.routes import PIXEL
 from portal.tracking.services import LinkClicks, TrackingSummary, tracking_summaries
-from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, open_token
+from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, new_tracking_id, open_token
 from tests.factories import make_account, make_member
 
 GMAIL_PROXY = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
@@ -25,8 +25,9 @@ class Sent:
     links: list[TrackedLink]
 
 
-def make_sent(urls=("https://example.jp/price", "https://example.jp/faq"), tracked: bool = True) -> Sent:
-    """A tracked reply sent by a member, with one TrackedLink per URL."""
+def make_sent(urls=("https://example.jp/price", "https://example.jp/faq"), tracked: bool = True,
+              legacy: bool = False) -> Sent:
+    """A tracked reply sent by a member, with one TrackedLink per URL (legacy: sent before tracking ids)."""
     account, owner = make_account()
     member = make_member(account, Role.USER)
     thread = MailThread(account_id=account.id, subject_key="お見積り")
@@ -34,6 +35,7 @@ def make_sent(urls=("https://example.jp/price", "https://example.jp/faq"), track
     db.session.flush()
     message = MailMessage(account_id=account.id, message_key=f"mid:{thread.id}@example.jp", thread_id=thread.id,
                           direction=Direction.SENT, subject="お見積り", received_at=utcnow(), tracked=tracked,
+                          tracking_id=new_tracking_id() if tracked and not legacy else None,
                           membership_id=member.id, sent_by_membership_id=member.id)
     db.session.add(message)
     db.session.flush()
@@ -43,14 +45,21 @@ def make_sent(urls=("https://example.jp/price", "https://example.jp/faq"), track
     return Sent(message, links)
 
 
+def tracking_id_of(message_id: int) -> str:
+    """The message's tracking id (a random unknown one for a message that has none)."""
+    message = db.session.get(MailMessage, message_id)
+    return message.tracking_id if message is not None and message.tracking_id else new_tracking_id()
+
+
 def open_url(app, message_id: int) -> str:
     """The tracking image address of a message."""
-    return OPEN_PATH + open_token(app.config["SECRET_KEY"], message_id)
+    return OPEN_PATH + open_token(app.config["SECRET_KEY"], tracking_id_of(message_id))
 
 
 def click_url(app, message_id: int, link_id: int) -> str:
-    """The tracked address of one link."""
-    return CLICK_PATH + click_token(app.config["SECRET_KEY"], message_id, link_id)
+    """The tracked address of one link (the token names the message's tracking id and the link's place)."""
+    position = db.session.get(TrackedLink, link_id).position
+    return CLICK_PATH + click_token(app.config["SECRET_KEY"], tracking_id_of(message_id), position)
 
 
 def tamper(token: str) -> str:
@@ -73,8 +82,8 @@ def event_count() -> int:
     return db.session.scalar(select(func.count()).select_from(TrackingEvent))
 
 
-def test_open_returns_a_gif_and_records_one_event_per_request(app, client):
-    """Each fetch of the image is one open, with the mail client's User-Agent and no machine label."""
+def test_open_returns_a_gif_and_counts_one_open_per_client_in_the_window(app, client):
+    """Every fetch gets the image; a client's repeated fetches within the window are one open (hole 14)."""
     sent = make_sent()
     url = open_url(app, sent.message.id)
     for _ in range(2):
@@ -85,7 +94,7 @@ def test_open_returns_a_gif_and_records_one_event_per_request(app, client):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
     recorded = events(sent.message.id)
     assert [(e.kind, e.link_id, e.user_agent, e.machine) for e in recorded] == [
-        (TrackingKind.OPEN, None, THUNDERBIRD, None)] * 2
+        (TrackingKind.OPEN, None, THUNDERBIRD, None)]
 
 
 def test_head_requests_record_nothing(app, client):
@@ -154,13 +163,16 @@ def test_forged_tokens_are_404_and_record_nothing(app, client):
     refused = [
         tamper(open_url(app, sent.message.id)),
         tamper(click_url(app, sent.message.id, sent.links[0].id)),
-        CLICK_PATH + open_token(secret, sent.message.id),
-        OPEN_PATH + click_token(secret, sent.message.id, sent.links[0].id),
-        click_url(app, sent.message.id, other.links[0].id),
+        CLICK_PATH + open_token(secret, sent.message.tracking_id),
+        OPEN_PATH + click_token(secret, sent.message.tracking_id, 0),
+        CLICK_PATH + click_token(secret, sent.message.tracking_id, len(sent.links)),
+        CLICK_PATH + click_token(secret, other.message.tracking_id, -1),
+        OPEN_PATH + open_token(secret, sent.message.id),  # the old message-id form, for mail that has an id
+        CLICK_PATH + click_token(secret, sent.message.id, 0),
         open_url(app, untracked.message.id),
         click_url(app, untracked.message.id, untracked.links[0].id),
         open_url(app, 999_999),
-        OPEN_PATH + open_token("another-secret", sent.message.id),
+        OPEN_PATH + open_token("another-secret", sent.message.tracking_id),
         OPEN_PATH + "not-a-token",
     ]
     for url in refused:
@@ -210,9 +222,11 @@ def test_summaries_count_people_and_machines_per_link(app, client):
     """Per link: people's clicks with the first time, machine fetches counted apart; unclicked links left out."""
     sent = make_sent(urls=("https://example.jp/price", "https://example.jp/faq", "https://example.jp/unused"))
     price, faq = sent.links[0], sent.links[1]
-    client.get(click_url(app, sent.message.id, price.id), headers={"User-Agent": "Microsoft SafeLinks"})
-    for _ in range(2):
-        client.get(click_url(app, sent.message.id, price.id), headers={"User-Agent": THUNDERBIRD})
+    client.get(click_url(app, sent.message.id, price.id), headers={"User-Agent": "Microsoft SafeLinks"},
+               environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    for address in ("203.0.113.10", "203.0.113.11"):
+        client.get(click_url(app, sent.message.id, price.id), headers={"User-Agent": THUNDERBIRD},
+                   environ_base={"REMOTE_ADDR": address})
     client.get(click_url(app, sent.message.id, faq.id), headers={"User-Agent": "curl/8.5.0"})
     summary = tracking_summaries(db.session, [sent.message.id])[sent.message.id]
     first_person_click = events(sent.message.id)[1].occurred_at
@@ -276,3 +290,58 @@ def test_summary_partial_shows_opens_machines_and_clicks_as_text(app):
     assert "自動取得（Gmail画像プロキシ）による表示 2回は開封数に含めていません" in page
     assert "2026/11/27 11:00 に初回クリック（2回）" in page
     assert "<a " not in page and "<code" in page and "…" in page
+
+
+def test_tokens_carry_a_random_id_not_the_message_id(app):
+    """The token's payload is the message's random tracking id; nothing in it is the sequential id (hole 14)."""
+    from itsdangerous import URLSafeSerializer
+    first, second = make_sent(), make_sent()
+    secret = app.config["SECRET_KEY"]
+    for sent in (first, second):
+        payload = URLSafeSerializer(secret, salt="portal.tracking.open").loads(open_url(app, sent.message.id)[5:])
+        assert payload == [sent.message.tracking_id] and len(sent.message.tracking_id) >= 22
+    assert first.message.tracking_id != second.message.tracking_id
+
+
+def test_mail_sent_before_tracking_ids_keeps_counting(app, client):
+    """Tokens already out in mail (message id and link id) still count for the messages that have no tracking id."""
+    sent = make_sent(legacy=True)
+    secret = app.config["SECRET_KEY"]
+    assert client.get(OPEN_PATH + open_token(secret, sent.message.id)).status_code == 200
+    response = client.get(CLICK_PATH + click_token(secret, sent.message.id, sent.links[1].id))
+    assert response.status_code == 302 and response.headers["Location"] == "https://example.jp/faq"
+    assert [e.kind for e in events(sent.message.id)] == [TrackingKind.OPEN, TrackingKind.CLICK]
+
+
+def test_replayed_tokens_count_once_per_client_per_window(app, client):
+    """One client fetching 20 times is one open and one click; another client counts; after the window, again."""
+    sent = make_sent()
+    for _ in range(20):
+        client.get(open_url(app, sent.message.id), headers={"User-Agent": THUNDERBIRD})
+        client.get(click_url(app, sent.message.id, sent.links[0].id), headers={"User-Agent": THUNDERBIRD})
+    assert sorted(e.kind.value for e in events(sent.message.id)) == ["click", "open"]
+    client.get(open_url(app, sent.message.id), environ_base={"REMOTE_ADDR": "2001:db8::1"})
+    client.get(open_url(app, sent.message.id), environ_base={"REMOTE_ADDR": "2001:db8::2"})  # same /64
+    assert len(events(sent.message.id)) == 3
+    for recorded in events(sent.message.id):
+        recorded.occurred_at = recorded.occurred_at - timedelta(minutes=6)
+    db.session.commit()
+    client.get(open_url(app, sent.message.id), headers={"User-Agent": THUNDERBIRD})
+    summary = tracking_summaries(db.session, [sent.message.id])[sent.message.id]
+    assert summary.open_count == 3 and summary.clicks[0].click_count == 1
+    assert all(e.client_key and "127.0.0.1" not in e.client_key for e in events(sent.message.id))
+
+
+@pytest.mark.parametrize("user_agent", ["Python-urllib/3.11", "python-requests/2.32.3", "curl/8.5.0",
+                                        "Go-http-client/1.1", "Wget/1.21.4", "python-httpx/0.27.0",
+                                        "okhttp/4.12.0", "Java/17.0.9", "Apache-HttpClient/4.5.14 (Java/17)",
+                                        "libwww-perl/6.72", "node-fetch/1.0", "axios/1.7.2", "HTTPie/3.2.2",
+                                        "PostmanRuntime/7.39.0", "Mozilla/5.0 HeadlessChrome/126.0", ""])
+def test_library_fetches_are_machines_not_people(app, client, user_agent):
+    """A Python-urllib (or any HTTP library's) fetch is labelled a machine and is not a person's open."""
+    sent = make_sent()
+    client.get(open_url(app, sent.message.id), headers={"User-Agent": user_agent})
+    [recorded] = events(sent.message.id)
+    assert recorded.machine
+    summary = tracking_summaries(db.session, [sent.message.id])[sent.message.id]
+    assert (summary.open_count, summary.machine_open_count) == (0, 1)
