@@ -374,7 +374,7 @@ def run_idle(app, dovecot: Dovecot, count: int) -> bool:
     """Set up, measure and print the idle pass; returns True when every link synced and the floor passes."""
     start = time.perf_counter()
     with app.app_context():
-        link_ids = make_idle_links(app, dovecot, count)
+        make_idle_links(app, dovecot, count)
     setup_seconds = time.perf_counter() - start
 
     workers = app.config["SYNC_WORKERS"]

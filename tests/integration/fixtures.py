@@ -3,6 +3,7 @@ import secrets
 
 import pytest
 
+from tests.factories import PASSWORD, enable_email, make_account
 from tests.integration.oidc_provider import OidcProvider
 from tests.integration.servers import Dovecot, SmtpServer, find_dovecot, make_test_pki
 
@@ -114,3 +115,19 @@ def smtp_starttls(smtp_server):
 def smtp_plain(smtp_server):
     """A server without TLS; AUTH allowed in plaintext."""
     return smtp_server("none")
+
+
+@pytest.fixture
+def portal(make_app, pki):
+    """Build an app that trusts the test CA and accepts the given extra ports; returns (app, client)."""
+    def build(*ports, **config):
+        app = make_app(MAIL_CA_FILE=str(pki.ca_file), MAIL_EXTRA_PORTS=list(ports), MAIL_TIMEOUT_SECONDS=2,
+                       **config)
+        client = app.test_client()
+        with app.app_context():
+            account, owner = make_account()
+            enable_email(account, owner)
+            email = owner.user.email
+        client.post("/login", data={"email": email, "password": PASSWORD})
+        return app, client
+    return build

@@ -1,7 +1,10 @@
-"""A linked test mailbox on the real Dovecot and aiosmtpd servers, and the mail the tests deliver to it."""
+"""A linked test mailbox on the real Dovecot and aiosmtpd servers, the mail the tests deliver to it, and the
+link screen's form."""
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+
+from sqlalchemy import select
 
 from portal.background import on_mail_imported
 from portal.extensions import db
@@ -11,7 +14,7 @@ from portal.mailsync.connection import ConnectionPolicy, ServerSettings
 from portal.mailsync.network import parse_networks
 from portal.mailsync.engine import EngineConfig, sync_link
 from portal.mailsync.runner import connector
-from portal.models import Security, utcnow
+from portal.models import MailboxLink, Security, utcnow
 from portal.secretbox import SecretBox
 from tests.factories import LOOPBACK_NETWORKS, TEST_KEY
 
@@ -52,3 +55,19 @@ class Mailbox:
         db.session.expire_all()
         connect = connect or connector(StoredPasswords(SecretBox(TEST_KEY)), self.policy)
         return sync_link(db.session, self.link, connect, utcnow, config, on_mail_imported)
+
+
+def form(user, imap_port, smtp_port, imap_security="ssl", smtp_security="ssl", **overrides):
+    """The link form for a test mailbox on 127.0.0.1."""
+    data = {"email": user.email, "imap_host": "127.0.0.1", "imap_port": str(imap_port),
+            "imap_security": imap_security, "imap_username": user.email, "imap_password": user.password,
+            "smtp_host": "127.0.0.1", "smtp_port": str(smtp_port), "smtp_security": smtp_security,
+            "smtp_username": "", "smtp_password": ""}
+    data.update(overrides)
+    return data
+
+
+def links(app):
+    """Every link row."""
+    with app.app_context():
+        return list(db.session.scalars(select(MailboxLink)))

@@ -2,7 +2,7 @@
 from bs4 import BeautifulSoup
 
 from tests.integration.servers import free_port
-from tests.integration.test_mailbox_linking import form, links, portal  # noqa: F401  (the fixture)
+from tests.integration.mailbox import form, links
 
 
 def feedback(page: BeautifulSoup, name: str) -> str:

@@ -9,41 +9,10 @@ from portal.extensions import db
 from portal.mailbox.credentials import link_passwords, secret_box
 from portal.models import FolderRole, LinkState, MailboxLink, MailboxPreset
 from tests.factories import PASSWORD, enable_email, make_account
+from tests.integration.mailbox import form, links
 from tests.integration.servers import Dovecot, free_port
 
 SAMPLE = b"From: a@example.jp\r\nTo: b@example.jp\r\nSubject: hello\r\n\r\nbody\r\n"
-
-
-@pytest.fixture
-def portal(make_app, pki):
-    """Build an app that trusts the test CA and accepts the given extra ports; returns (app, client)."""
-    def build(*ports, **config):
-        app = make_app(MAIL_CA_FILE=str(pki.ca_file), MAIL_EXTRA_PORTS=list(ports), MAIL_TIMEOUT_SECONDS=2,
-                       **config)
-        client = app.test_client()
-        with app.app_context():
-            account, owner = make_account()
-            enable_email(account, owner)
-            email = owner.user.email
-        client.post("/login", data={"email": email, "password": PASSWORD})
-        return app, client
-    return build
-
-
-def form(user, imap_port, smtp_port, imap_security="ssl", smtp_security="ssl", **overrides):
-    """The link form for a test mailbox on 127.0.0.1."""
-    data = {"email": user.email, "imap_host": "127.0.0.1", "imap_port": str(imap_port),
-            "imap_security": imap_security, "imap_username": user.email, "imap_password": user.password,
-            "smtp_host": "127.0.0.1", "smtp_port": str(smtp_port), "smtp_security": smtp_security,
-            "smtp_username": "", "smtp_password": ""}
-    data.update(overrides)
-    return data
-
-
-def links(app):
-    """Every link row."""
-    with app.app_context():
-        return list(db.session.scalars(select(MailboxLink)))
 
 
 def assert_refused(app, response, message):
