@@ -4,6 +4,7 @@ from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from bs4 import BeautifulSoup
 from sqlalchemy import select
 
 from portal.background import on_mail_imported
@@ -71,3 +72,9 @@ def links(app):
     """Every link row."""
     with app.app_context():
         return list(db.session.scalars(select(MailboxLink)))
+
+
+def feedback(page: BeautifulSoup, name: str) -> str:
+    """The error text shown with one field."""
+    box = page.find(id=name).find_parent(class_=lambda c: c and ("mb-3" in c or "form-check" in c))
+    return " ".join(node.get_text(strip=True) for node in box.select(".invalid-feedback"))

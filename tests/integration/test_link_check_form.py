@@ -1,14 +1,8 @@
 """The connection check's form: each error beside its field, what was typed kept except the passwords."""
 from bs4 import BeautifulSoup
 
+from tests.integration.mailbox import feedback, form, links
 from tests.integration.servers import free_port
-from tests.integration.mailbox import form, links
-
-
-def feedback(page: BeautifulSoup, name: str) -> str:
-    """The error text shown with one field."""
-    box = page.find(id=name).find_parent(class_=lambda c: c and ("mb-3" in c or "form-check" in c))
-    return " ".join(node.get_text(strip=True) for node in box.select(".invalid-feedback"))
 
 
 def test_wrong_imap_password_sits_beside_the_password_and_the_rest_is_kept(portal, dovecot, mail_user, smtp_ssl):

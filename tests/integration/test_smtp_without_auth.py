@@ -8,8 +8,7 @@ from portal.mailbox.credentials import secret_box, StoredPasswords
 from portal.mailbox.services import connection_policy
 from portal.mailsync.connection import SMTP_WITHOUT_AUTH, open_smtp
 from portal.models import MailboxLink, MailboxPreset
-from tests.integration.test_link_check_form import feedback
-from tests.integration.test_mailbox_linking import form, links, portal  # noqa: F401  (the fixture)
+from tests.integration.mailbox import feedback, form, links
 
 
 def relay(smtp_server, security="ssl"):
