@@ -44,9 +44,9 @@ def make_customer(account: Account, name: str | None = None, email: str | None =
                   assigned: Membership | None = None, company: str = "") -> Customer:
     """A customer of the account."""
     number = next(_serial)
-    return create_customer(db.session, account, None, CustomerData(
+    return create_customer(db.session, None, CustomerData(
         name=name or f"顧客{number}", email=email or f"customer{number}@client.example",
-        company=company, assigned_membership_id=assigned.id if assigned else None))
+        company=company, assigned_membership_id=assigned.id if assigned else None), account=account)
 
 
 TEST_KEY = "q3f5W8l1hXo3dQKcTn7VbP1m5eZx9yLr0aS2uJ4kG6E="
@@ -54,7 +54,7 @@ TEST_KEY = "q3f5W8l1hXo3dQKcTn7VbP1m5eZx9yLr0aS2uJ4kG6E="
 
 def enable_email(account: Account, actor: Membership) -> None:
     """Turn the メール feature on for the account."""
-    set_feature(db.session, account, actor, EMAIL_FEATURE, True, utcnow())
+    set_feature(db.session, actor, EMAIL_FEATURE, True, utcnow())
 
 
 def fake_verifier(uidvalidity: int = 1000, inbox_next: int = 5, sent_next: int = 3):

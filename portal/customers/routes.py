@@ -1,13 +1,12 @@
 """Customer list, detail, create, edit and delete screens."""
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user
 
 from portal.automations import services as automation_services
 from portal.customers import services
 from portal.customers.forms import CustomerForm
 from portal.extensions import db
 from portal.mails import services as mail_services
-from portal.models import Customer, Direction
+from portal.models import Customer, Direction, utcnow
 from portal.policy import Action
 from portal.web import authorize, current_membership, get_scoped_or_404, member_required, permission_required
 
@@ -67,7 +66,7 @@ def create():
     if request.method == "GET":
         form.assigned_user_id.data = membership.id
     if form.validate_on_submit() and _save(form, lambda data: services.create_customer(
-            db.session, membership.account, membership, data)):
+            db.session, membership, data)):
         flash("顧客を登録しました。", "success")
         return redirect(url_for("customers.index"))
     return render_template("customers/form.html", form=form, customer=None), 422 if form.errors else 200
@@ -101,7 +100,7 @@ def edit(customer_id: int):
     if request.method == "GET":
         form.assigned_user_id.data = customer.assigned_membership_id
     if form.validate_on_submit() and _save(form, lambda data: services.update_customer(
-            db.session, customer, current_membership(), data)):
+            db.session, current_membership(), customer, data)):
         flash("顧客情報を更新しました。", "success")
         return redirect(url_for("customers.detail", customer_id=customer.id))
     return render_template("customers/form.html", form=form, customer=customer), 422 if form.errors else 200
@@ -114,7 +113,7 @@ def delete(customer_id: int):
     customer = _load_visible(customer_id)
     authorize(Action.DELETE_CUSTOMERS)
     if request.method == "POST":
-        services.delete_customer(db.session, customer, current_user.id)
+        services.delete_customer(db.session, current_membership(), customer, utcnow())
         flash(f"顧客「{customer.name}」を削除しました。", "success")
         return redirect(url_for("customers.index"))
     return render_template("customers/delete.html", customer=customer)

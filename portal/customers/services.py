@@ -1,5 +1,6 @@
 """Customer use cases: create, edit, delete, search and who may open whom."""
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -7,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from portal import audit
 from portal.auth.services import normalise_email
-from portal.models import Account, Customer, LinkState, MailboxLink, Membership, MembershipState, User, utcnow
+from portal.models import Account, Customer, LinkState, MailboxLink, Membership, MembershipState, User
 from portal.policy import Action, can
 from portal.scoping import for_account, get_in_account
 
@@ -115,8 +116,10 @@ def _commit_or_duplicate(session: Session) -> None:
         raise DuplicateCustomerEmail() from error
 
 
-def create_customer(session: Session, account: Account, actor: Membership | None, data: CustomerData) -> Customer:
-    """Register a customer in the account (actor None: the operator's seed)."""
+def create_customer(session: Session, actor: Membership | None, data: CustomerData,
+                    account: Account | None = None) -> Customer:
+    """Register a customer in the actor's account (actor None: the operator's tools, which name the account)."""
+    account = account or actor.account
     email = _check(session, account, actor, data)
     customer = Customer(account_id=account.id, name=data.name.strip(), company=(data.company or "").strip(),
                         email=email, assigned_membership_id=data.assigned_membership_id)
@@ -128,7 +131,7 @@ def create_customer(session: Session, account: Account, actor: Membership | None
     return customer
 
 
-def update_customer(session: Session, customer: Customer, actor: Membership | None, data: CustomerData) -> Customer:
+def update_customer(session: Session, actor: Membership | None, customer: Customer, data: CustomerData) -> Customer:
     """Change a customer's fields."""
     email = _check(session, customer.account, actor, data, exclude_id=customer.id,
                    current_assignee_id=customer.assigned_membership_id)
@@ -147,10 +150,10 @@ def update_customer(session: Session, customer: Customer, actor: Membership | No
     return customer
 
 
-def delete_customer(session: Session, customer: Customer, actor_user_id: int | None) -> None:
+def delete_customer(session: Session, actor: Membership | None, customer: Customer, now: datetime) -> None:
     """Mark a customer deleted; the row stays so imported mail keeps its history."""
-    customer.deleted_at = utcnow()
-    audit.record(session, customer.account_id, actor_user_id, "customer.delete", "customer", customer.id,
-                 name=customer.name, email=customer.email)
+    customer.deleted_at = now
+    audit.record(session, customer.account_id, actor.user_id if actor else None, "customer.delete", "customer",
+                 customer.id, name=customer.name, email=customer.email)
     session.commit()
 

@@ -50,7 +50,7 @@ def team(app):
 
 def reassign(customer, manager, assignee) -> None:
     """A manager makes someone else the customer's 担当者."""
-    update_customer(db.session, customer, manager, CustomerData(name=customer.name, email=customer.email,
+    update_customer(db.session, manager, customer, CustomerData(name=customer.name, email=customer.email,
                                                                 assigned_membership_id=assignee.id))
 
 

@@ -96,5 +96,5 @@ def test_a_customers_assignee_is_scoped_to_the_account(two_accounts):
     (ours, our_owner, _), (theirs, _, _) = two_accounts
     stranger = make_member(theirs, Role.USER)
     with pytest.raises(customers.InvalidAssignee):
-        customers.create_customer(db.session, ours, our_owner, customers.CustomerData(
+        customers.create_customer(db.session, our_owner, customers.CustomerData(
             name="顧客", email="new@client.example", assigned_membership_id=stranger.id))

@@ -247,7 +247,7 @@ def test_hidden_and_deleted_customers_cannot_be_enrolled(client, auth, world):
     path = f"/automations/{world['sequence'].id}/enroll"
     response = client.post(path, data={"customer_id": others.id})
     assert response.status_code == 403 and "担当者閲覧制限" in response.get_data(as_text=True)
-    delete_customer(db.session, world["customer"], None)
+    delete_customer(db.session, None, world["customer"], utcnow())
     assert client.post(path, data={"customer_id": world["customer"].id}).status_code == 404
     assert client.post(path, data={}).status_code == 404
     assert enrollments_of(others) == [] and enrollments_of(world["customer"]) == []

@@ -264,5 +264,5 @@ def test_the_service_refuses_a_plain_users_assignment_too(app):
     account, owner = make_account()
     user = make_member(account, Role.USER)
     with pytest.raises(AssignToOthersDenied):
-        create_customer(db.session, account, user, CustomerData(name="x", email="x@client.example",
+        create_customer(db.session, user, CustomerData(name="x", email="x@client.example",
                                                                 assigned_membership_id=owner.id))

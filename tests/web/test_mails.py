@@ -111,7 +111,7 @@ def test_mail_stays_after_customer_deleted_link_unlinked_and_member_disabled(cli
     make_link(member)
     customer = make_customer(account, name="消える顧客")
     message = make_message(account, [customer], member=member, subject="残るメール")
-    delete_customer(db.session, customer, None)
+    delete_customer(db.session, None, customer, utcnow())
     disable_member(db.session, owner, member, utcnow())
     assert live_link(db.session, member.id) is None  # disabling the member unlinked the mailbox
     auth.login_member(owner)
