@@ -89,7 +89,7 @@ def edit(template_id: int):
     template = _editable(template_id)
     form = _form(template)
     if form.validate_on_submit():
-        services.update_template(db.session, template, current_membership(), _form_data(form))
+        services.update_template(db.session, current_membership(), template, _form_data(form))
         flash(f"テンプレート「{template.name}」を保存しました。", "success")
         return redirect(url_for("mailtemplates.index"))
     return _form_page(form, template)
@@ -102,7 +102,7 @@ def delete(template_id: int):
     template = _editable(template_id)
     if request.method == "POST":
         try:
-            services.delete_template(db.session, template, current_membership())
+            services.delete_template(db.session, current_membership(), template)
         except services.TemplateInUse as refused:
             return render_template("mailtemplates/delete.html", template=template,
                                    in_use=refused.sequence_names), 409

@@ -79,7 +79,7 @@ def create_template(session: Session, actor: Membership, data: TemplateData) -> 
     return template
 
 
-def update_template(session: Session, template: MailTemplate, actor: Membership, data: TemplateData) -> None:
+def update_template(session: Session, actor: Membership, template: MailTemplate, data: TemplateData) -> None:
     """Change a template; making a shared one personal gives it to the actor, a personal one keeps its owner."""
     _ensure_may_edit(actor, template)
     if data.shared != (template.owner_membership_id is None):
@@ -91,7 +91,7 @@ def update_template(session: Session, template: MailTemplate, actor: Membership,
     session.commit()
 
 
-def delete_template(session: Session, template: MailTemplate, actor: Membership) -> None:
+def delete_template(session: Session, actor: Membership, template: MailTemplate) -> None:
     """Delete a template unless a sales automation sends it; unsent reply drafts just forget it."""
     _ensure_may_edit(actor, template)
     in_use = sequences_using(session, template)
