@@ -82,7 +82,7 @@ def init_app(app: Flask) -> None:
         account = db.session.get(Account, account_id)
         if account is None:
             raise click.ClickException(f"アカウント {account_id} は存在しません。")
-        unlinked = services.change_account_status(db.session, account, None, AccountStatus(status))
+        unlinked = services.change_account_status(db.session, None, AccountStatus(status), utcnow(), account=account)
         click.echo(f"アカウント「{account.name}」の状態を {status} にしました（連携解除 {unlinked}件）。")
 
     @app.cli.command("sync")

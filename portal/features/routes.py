@@ -36,7 +36,7 @@ def confirm(feature: str, change: str):
     form = TurnOnForm() if turning_on else TurnOffForm()
     if form.validate_on_submit():
         membership = current_membership()
-        services.set_feature(db.session, membership.account, membership, feature, turning_on, utcnow())
+        services.set_feature(db.session, membership, feature, turning_on, utcnow())
         label = services.FEATURE_LABELS[feature]
         flash(f"{label}機能を{'オン' if turning_on else 'オフ'}にしました。", "success")
         return redirect(url_for("features.index"))

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from portal import audit
 from portal.mailbox.services import unlink_account
-from portal.models import (EMAIL_FEATURE, Account, BillingEvent, FeatureContract, LinkState, MailboxLink, MailboxPreset,
+from portal.models import (EMAIL_FEATURE, BillingEvent, FeatureContract, LinkState, MailboxLink, MailboxPreset,
                            MailMessage, Membership, MembershipState, UnlinkReason)
 from portal.scoping import for_account
 
@@ -50,9 +50,9 @@ def mail_setup_progress(session: Session, account_id: int) -> MailSetupProgress:
     return MailSetupProgress(presets=presets or 0, linked_members=linked or 0, active_members=active or 0)
 
 
-def set_feature(session: Session, account: Account, actor: Membership, feature: str, enabled: bool,
-                now: datetime) -> bool:
-    """Turn a feature on or off, recording the billing event; returns False when nothing changed."""
+def set_feature(session: Session, actor: Membership, feature: str, enabled: bool, now: datetime) -> bool:
+    """Turn a feature of the actor's account on or off, recording the billing event; False when nothing changed."""
+    account = actor.account
     contract = session.scalar(for_account(select(FeatureContract), account.id)
                               .where(FeatureContract.feature == feature))
     if contract is None:

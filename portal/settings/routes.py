@@ -4,7 +4,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from portal.extensions import db
 from wtforms.fields.choices import SelectChoice
 
-from portal.models import AccountStatus
+from portal.models import AccountStatus, utcnow
 from portal.policy import Action
 from portal.settings import audit_text, services
 from portal.settings.forms import AccountSettingsForm, AuditFilterForm
@@ -27,8 +27,7 @@ def account():
     membership = current_membership()
     form = AccountSettingsForm(obj=membership.account if request.method == "GET" else None)
     if form.validate_on_submit():
-        services.update_account_settings(db.session, membership.account, membership, form.name.data,
-                                         form.viewing_restricted.data)
+        services.update_account_settings(db.session, membership, form.name.data, form.viewing_restricted.data)
         flash("アカウント設定を保存しました。", "success")
         return redirect(url_for("settings.account"))
     return render_template("settings/account.html", form=form), 422 if form.errors else 200
@@ -54,7 +53,7 @@ def account_status(change: str):
     membership = authorize(Action.CLOSE_ACCOUNT, CLOSE_OWNERS_ONLY)
     status, title, button, question = STATUS_CHANGES[change]
     if request.method == "POST":
-        services.change_account_status(db.session, membership.account, membership.user_id, status)
+        services.change_account_status(db.session, membership, status, utcnow())
         flash(f"{title}を行いました。", "success")
         return redirect(url_for("auth.login"))
     return render_template("settings/account_status.html", title=title, button=button, question=question,

@@ -1,4 +1,6 @@
 """Account use cases: creating an account with its owner, changing account settings, the demo seed."""
+from datetime import datetime
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -23,9 +25,9 @@ def create_account(session: Session, name: str, owner_email: str, owner_password
     return account
 
 
-def update_account_settings(session: Session, account: Account, actor: Membership, name: str,
-                            viewing_restricted: bool) -> None:
-    """Rename the account and switch 担当者閲覧制限."""
+def update_account_settings(session: Session, actor: Membership, name: str, viewing_restricted: bool) -> None:
+    """Rename the actor's account and switch 担当者閲覧制限."""
+    account = actor.account
     changes = {}
     if account.name != name.strip():
         changes["name"] = [account.name, name.strip()]
@@ -42,9 +44,12 @@ ACCOUNT_STATUS_UNLINK_REASONS = {AccountStatus.DISABLED: UnlinkReason.ACCOUNT_DI
                                  AccountStatus.CANCELLED: UnlinkReason.ACCOUNT_CANCELLED}
 
 
-def change_account_status(session: Session, account: Account, actor_user_id: int | None,
-                          status: AccountStatus) -> int:
-    """Disable, cancel or re-activate an account; stopping it unlinks every mailbox. Returns links stopped."""
+def change_account_status(session: Session, actor: Membership | None, status: AccountStatus, now: datetime,
+                          account: Account | None = None) -> int:
+    """Disable, cancel or re-activate the actor's account (actor None: the operator's CLI, which names the account);
+    stopping it unlinks every mailbox. Returns links stopped."""
+    account = account or actor.account
+    actor_user_id = actor.user_id if actor else None
     if account.status == status:
         return 0
     audit.record(session, account.id, actor_user_id, "account.status", "account", account.id,
@@ -52,8 +57,7 @@ def change_account_status(session: Session, account: Account, actor_user_id: int
     account.status = status
     unlinked = 0
     if status in ACCOUNT_STATUS_UNLINK_REASONS:
-        unlinked = unlink_account(session, account.id, ACCOUNT_STATUS_UNLINK_REASONS[status], actor_user_id,
-                                  utcnow())
+        unlinked = unlink_account(session, account.id, ACCOUNT_STATUS_UNLINK_REASONS[status], actor_user_id, now)
     session.commit()
     return unlinked
 
@@ -90,7 +94,7 @@ def seed_demo(session: Session) -> Account:
     customers = []
     for index, (name, company, email) in enumerate(DEMO_CUSTOMERS):
         assignee = members[index % len(members)]
-        customers.append(create_customer(session, account, owner, CustomerData(
+        customers.append(create_customer(session, owner, CustomerData(
             name=name, email=email, company=company, assigned_membership_id=assignee.id)))
     seed_demo_mail(session, owner, members, customers, utcnow())
     return account

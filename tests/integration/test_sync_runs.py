@@ -33,7 +33,7 @@ def test_due_links_skip_backoff_reauth_disabled_accounts_and_feature_off(app):
     db.session.commit()
     assert due_link_ids(db.session, utcnow()) == [due.id]
     assert waiting.id in due_link_ids(db.session, utcnow() + timedelta(minutes=6))
-    set_feature(db.session, account, owner, "email", False, utcnow())
+    set_feature(db.session, owner, "email", False, utcnow())
     assert due.id not in due_link_ids(db.session, utcnow())
 
 

@@ -233,8 +233,8 @@ def test_runner_stops_deleted_customers_and_skips_accounts_without_email(setup):
     make_link(owner)
     other_customer = make_customer(account, email="sato@client.example", assigned=owner)
     waiting = services.enroll_customer(db.session, owner, sequence, other_customer, START)
-    delete_customer(db.session, customer, owner.user_id)
-    set_feature(db.session, account, owner, EMAIL_FEATURE, False, START)
+    delete_customer(db.session, owner, customer, START)
+    set_feature(db.session, owner, EMAIL_FEATURE, False, START)
     smtp = FakeSmtp()
     now = START + timedelta(minutes=1)
     assert send_due_steps(db.session, now, environment(smtp)) == 0
