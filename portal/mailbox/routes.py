@@ -137,7 +137,7 @@ def reauth():
         return _status_page(link, form), 409
     if form.validate_on_submit():
         try:
-            services.reauthenticate(db.session, link, form.imap_password.data, form.smtp_password.data,
+            services.reauthenticate(db.session, membership, link, form.imap_password.data, form.smtp_password.data,
                                     services.connection_policy(current_app.config, interactive=True),
                                     secret_box(current_app.config), utcnow(), checks.checked_verifier(membership.id))
         except checks.CheckRefused as refused:
@@ -212,7 +212,7 @@ def unlink():
         flash("連携しているメールボックスはありません。", "info")
         return redirect(url_for("mailbox.index"))
     if request.method == "POST":
-        services.unlink_member_link(db.session, link, membership.user_id, utcnow())
+        services.unlink_member_link(db.session, membership, link, utcnow())
         flash("メールボックスの連携を解除しました。取り込み済みのメールはそのまま残ります。", "success")
         return redirect(url_for("mailbox.index"))
     return render_template("mailbox/unlink.html", link=link)

@@ -16,6 +16,7 @@ from portal.mailsync.network import parse_networks
 from portal.mailsync.verify import FolderSnapshot, verify_mailbox
 from portal.models import (EMAIL_FEATURE, ImportLogEntry, LinkState, MailboxFolder, MailboxLink, MailboxPreset,
                            MailSource, Membership, MembershipState, UnlinkReason)
+from portal.policy import Action, PermissionDenied
 from portal.scoping import for_account
 from portal.secretbox import SecretBox
 
@@ -190,16 +191,16 @@ def presets_of(session: Session, account_id: int) -> list[MailboxPreset]:
                                 .order_by(MailboxPreset.name, MailboxPreset.id)))
 
 
-def link_mailbox(session: Session, membership: Membership, request: LinkRequest, policy: ConnectionPolicy,
+def link_mailbox(session: Session, actor: Membership, request: LinkRequest, policy: ConnectionPolicy,
                  box: SecretBox, now: datetime, verifier: Verifier = verify_mailbox) -> MailboxLink:
     """Verify the mailbox for real, then store the link with its folder boundaries, all or nothing."""
-    if not is_enabled(session, membership.account_id, EMAIL_FEATURE):
+    if not is_enabled(session, actor.account_id, EMAIL_FEATURE):
         raise FeatureOff()
-    if live_link(session, membership.id) is not None:
+    if live_link(session, actor.id) is not None:
         raise AlreadyLinked()
     snapshots = verifier(request.imap, request.smtp, policy)  # raises MailboxError; nothing saved yet
     link = MailboxLink(
-        account_id=membership.account_id, membership_id=membership.id, email=normalise_email(request.email),
+        account_id=actor.account_id, membership_id=actor.id, email=normalise_email(request.email),
         imap_host=request.imap.host, imap_port=request.imap.port, imap_security=request.imap.security,
         imap_username=request.imap.username, smtp_host=request.smtp.host, smtp_port=request.smtp.port,
         smtp_security=request.smtp.security, smtp_username=request.smtp.username,
@@ -212,16 +213,17 @@ def link_mailbox(session: Session, membership: Membership, request: LinkRequest,
         session.add(MailboxFolder(link_id=link.id, role=snapshot.role, name=snapshot.name,
                                   uidvalidity=snapshot.uidvalidity, boundary_uidnext=snapshot.uidnext,
                                   last_uid=snapshot.uidnext - 1))
-    audit.record(session, membership.account_id, membership.user_id, "mailbox.link", "mailbox_link", link.id,
+    audit.record(session, actor.account_id, actor.user_id, "mailbox.link", "mailbox_link", link.id,
                  email=link.email, imap_host=link.imap_host, preset_id=request.preset_id)
     session.commit()
     return link
 
 
-def reauthenticate(session: Session, link: MailboxLink, imap_password: str, smtp_password: str | None,
-                   policy: ConnectionPolicy, box: SecretBox, now: datetime,
+def reauthenticate(session: Session, actor: Membership, link: MailboxLink, imap_password: str,
+                   smtp_password: str | None, policy: ConnectionPolicy, box: SecretBox, now: datetime,
                    verifier: Verifier = verify_mailbox) -> None:
-    """Re-enter the passwords of a 要再認証 link: verify for real, store them, resume from the checkpoint."""
+    """Re-enter the passwords of one's own 要再認証 link: verify for real, store them, resume from the checkpoint."""
+    _ensure_own(actor, link)
     if link.uses_oauth:
         raise MailboxError("oauth_link", OAUTH_LINK_HAS_NO_PASSWORD)
     smtp_password = smtp_password or imap_password
@@ -233,7 +235,7 @@ def reauthenticate(session: Session, link: MailboxLink, imap_password: str, smtp
     link.smtp_password_encrypted = box.encrypt(smtp_password, password_context(link.id, "smtp_password"))
     link.state, link.failure_count, link.next_attempt_at = LinkState.ACTIVE, 0, None
     link.last_error, link.last_error_at = None, None
-    audit.record(session, link.account_id, link.membership.user_id, "mailbox.reauth", "mailbox_link", link.id,
+    audit.record(session, link.account_id, actor.user_id, "mailbox.reauth", "mailbox_link", link.id,
                  at=now.isoformat())
     session.commit()
 
@@ -253,9 +255,16 @@ def _unlink(session: Session, link: MailboxLink, reason: UnlinkReason, actor_use
                  reason=reason.value, email=link.email)
 
 
-def unlink_member_link(session: Session, link: MailboxLink, actor_user_id: int, now: datetime) -> None:
+def _ensure_own(actor: Membership, link: MailboxLink) -> None:
+    """Refuse another member's link: a member re-authenticates and unlinks only their own mailbox."""
+    if link.membership_id != actor.id:
+        raise PermissionDenied(Action.LINK_OWN_MAILBOX)
+
+
+def unlink_member_link(session: Session, actor: Membership, link: MailboxLink, now: datetime) -> None:
     """The member unlinks their own mailbox."""
-    _unlink(session, link, UnlinkReason.BY_MEMBER, actor_user_id, now)
+    _ensure_own(actor, link)
+    _unlink(session, link, UnlinkReason.BY_MEMBER, actor.user_id, now)
     session.commit()
 
 

@@ -69,7 +69,7 @@ def test_a_deleted_message_stays_deleted_through_a_second_link_and_a_relink(
         ImportLogEntry.link_id == managers_box.link.id, ImportLogEntry.subject == DELETED_SUBJECT)) == "deleted"
 
     # Unlink and link again; the member moves the mail back into the INBOX (a new UID, the same message).
-    unlink_member_link(db.session, owners_box.link, owner.user_id, utcnow())
+    unlink_member_link(db.session, owner, owners_box.link, utcnow())
     relinked = Mailbox(dovecot, pki, mail_user, owner, smtp_ssl)
     relinked.deliver(raw)
     relinked.deliver(mail(f'"山田 太郎" <{CUSTOMER}>', mail_user.email, subject="再連携後のご連絡"))

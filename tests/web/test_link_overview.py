@@ -35,7 +35,7 @@ def test_overview_lists_every_active_member_with_state_badges_and_counts(client,
     set_state(make_link(reauth), LinkState.REAUTH, "ログインが拒否されました。")
     stopped_link = make_link(stopped)
     auth.login_member(owner)
-    services.unlink_member_link(db.session, stopped_link, stopped.user_id, utcnow())
+    services.unlink_member_link(db.session, stopped, stopped_link, utcnow())
     message = make_message(account, member=linked)
     db.session.add(MailSource(message_id=message.id, link_id=active_link.id, folder_role=FolderRole.INBOX,
                               uidvalidity=1, uid=7, seen_at=utcnow()))
