@@ -5,10 +5,13 @@ from sqlalchemy import func, select
 from portal.automations import services as automations
 from portal.customers import services as customers
 from portal.extensions import db
+from portal.mailbox import services as mailbox
+from portal.mailsync.connection import ConnectionPolicy
 from portal.models import Customer, MailTemplate, Membership, Role, User, utcnow
 from portal.policy import PermissionDenied
 from portal.scoping import for_account, get_in_account
-from tests.factories import make_account, make_customer, make_member
+from portal.secretbox import SecretBox
+from tests.factories import TEST_KEY, enable_email, fake_verifier, make_account, make_customer, make_link, make_member
 
 
 @pytest.fixture
@@ -98,3 +101,18 @@ def test_a_customers_assignee_is_scoped_to_the_account(two_accounts):
     with pytest.raises(customers.InvalidAssignee):
         customers.create_customer(db.session, our_owner, customers.CustomerData(
             name="顧客", email="new@client.example", assigned_membership_id=stranger.id))
+
+
+def test_a_member_unlinks_and_reauthenticates_only_their_own_link(two_accounts):
+    """The mailbox services check the link is the actor's own, not only the route that found it."""
+    (ours, our_owner, _), _ = two_accounts
+    enable_email(ours, our_owner)
+    colleague = make_member(ours, Role.ADMIN)
+    link = make_link(colleague)
+    with pytest.raises(PermissionDenied):
+        mailbox.unlink_member_link(db.session, our_owner, link, utcnow())
+    with pytest.raises(PermissionDenied):
+        mailbox.reauthenticate(db.session, our_owner, link, "new", None, ConnectionPolicy(), SecretBox(TEST_KEY),
+                               utcnow(), verifier=fake_verifier())
+    db.session.rollback()
+    assert mailbox.live_link(db.session, colleague.id) == link
