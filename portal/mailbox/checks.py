@@ -51,13 +51,20 @@ class CheckGate:
             if len(self._members) >= self.workers:
                 raise CheckRefused(ALL_BUSY)
             self._members.add(membership_id)
+
+        def job() -> T:
+            # Freed when the work ends, before the waiting request sees the result: the member's next step (the
+            # mailbox check right after an OAuth2 code exchange) finds the slot free, and a slot is never given twice.
+            try:
+                return work(*args)
+            finally:
+                self._release(membership_id)
+
         try:
-            future = self._pool.submit(work, *args)
+            future = self._pool.submit(job)
         except BaseException:
             self._release(membership_id)
             raise
-        # Freed when the work ends, not when the request stops waiting: a slot is never handed out twice.
-        future.add_done_callback(lambda _: self._release(membership_id))
         return future.result()
 
     def _release(self, membership_id: int) -> None:

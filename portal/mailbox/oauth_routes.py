@@ -73,10 +73,13 @@ def start():
         return refused(NO_PUBLIC_BASE_URL, 409)
     state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(64)
     try:
-        url = oauth.provider_client(preset, secret_box(current_app.config), current_app.config) \
-            .authorization_url(redirect_uri(), state, nonce, verifier)
+        client = oauth.provider_client(preset, secret_box(current_app.config), current_app.config)
+        # The discovery document may need fetching: in the check pool, like every call a member waits on.
+        url = checks.gate().run(membership.id, client.authorization_url, redirect_uri(), state, nonce, verifier)
     except OAuthError as error:
         return refused(error.message, 502 if error.code == "provider_unavailable" else 400)
+    except checks.CheckRefused as busy:
+        return refused(busy.message, 429)
     session[PENDING_KEY] = {"state": state, "nonce": nonce, "verifier": verifier, "preset_id": preset.id,
                             "membership_id": membership.id, "link_id": link.id if link else None,
                             "started": int(time.time())}
@@ -110,10 +113,12 @@ def callback():
     box = secret_box(current_app.config)
     try:
         client = oauth.provider_client(preset, box, current_app.config)
-        tokens, identity = client.exchange_code(request.args["code"], redirect_uri(), pending["verifier"],
-                                                pending["nonce"])
+        tokens, identity = checks.gate().run(membership.id, client.exchange_code, request.args["code"],
+                                             redirect_uri(), pending["verifier"], pending["nonce"])
     except OAuthError as error:
         return refused(error.message, 502 if error.code == "provider_unavailable" else 400)
+    except checks.CheckRefused as busy:
+        return refused(busy.message, 429)
     policy = services.connection_policy(current_app.config, interactive=True)
     verifier = checks.checked_verifier(membership.id)
     try:

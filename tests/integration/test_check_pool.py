@@ -145,3 +145,9 @@ def test_interactive_checks_time_out_after_8_seconds(make_app):
     app = make_app()
     assert connection_policy(app.config, interactive=True).timeout == 8
     assert connection_policy(app.config).timeout == 15
+
+
+def test_the_next_step_right_after_a_check_finds_the_slot_free():
+    """The slot is freed before the waiting request sees the result (the OAuth2 exchange then the mailbox check)."""
+    gate = checks.CheckGate(1)
+    assert [gate.run(7, lambda value: value, n) for n in range(300)] == list(range(300))
