@@ -1,15 +1,19 @@
 """メールボックス連携 by OAuth2: 「… でサインインして連携」 starts the code flow, the callback finishes it."""
+import re
 import secrets
 import time
+from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request, session,
+                   url_for)
 
 from portal.extensions import db
+from portal.headers import DEFAULT_CSP
 from portal.feature_contracts import FeatureOff, is_enabled
 from portal.mailbox import checks, oauth, services
 from portal.mailbox.credentials import secret_box
 from portal.mailsync.connection import MailboxError
-from portal.models import LinkState, MailboxPreset, utcnow
+from portal.models import LinkState, MailboxPreset, OAuthProvider, utcnow
 from portal.oauth.client import OAuthError
 from portal.oauth.providers import PROVIDER_LABELS
 from portal.policy import Action
@@ -34,6 +38,33 @@ def redirect_uri() -> str | None:
     preset screen showed the company to register, so the provider would refuse it with an error of its own."""
     base = current_app.config.get("PUBLIC_BASE_URL")
     return base + CALLBACK_PATH if base else None
+
+
+# Where each provider's sign-in page lives (its authorization endpoint's origin); an OpenID Connect provider's is
+# taken to be its discovery URL's (true of Entra, Google, Keycloak, Okta, Auth0).
+SIGN_IN_ORIGINS = {OAuthProvider.MICROSOFT: "https://login.microsoftonline.com",
+                   OAuthProvider.GOOGLE: "https://accounts.google.com"}
+_PLAIN_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
+
+
+def sign_in_origin(preset: MailboxPreset) -> str | None:
+    """The origin of the preset's sign-in page, or None when it cannot be told safely."""
+    if preset.oauth_provider in SIGN_IN_ORIGINS:
+        return SIGN_IN_ORIGINS[preset.oauth_provider]
+    parts = urlsplit(preset.oauth_discovery_url or "")
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return origin if _PLAIN_ORIGIN.fullmatch(origin) else None
+
+
+def allow_sign_in_redirects(response: Response, presets) -> Response:
+    """Let the page's sign-in forms end at the providers: browsers apply the page's CSP form-action to every
+    redirect of a form submission, so 'self' alone would stop 「… でサインインして連携」 at the portal's redirect."""
+    origins = sorted({origin for preset in presets if preset is not None and preset.uses_oauth
+                      and (origin := sign_in_origin(preset))})
+    if origins:
+        response.headers["Content-Security-Policy"] = DEFAULT_CSP.replace(
+            "form-action 'self'", "form-action 'self' " + " ".join(origins))
+    return response
 
 
 def sign_in_label(preset: MailboxPreset) -> str:

@@ -1,7 +1,7 @@
 """メールボックス連携: link one's own mailbox after a real check, see its state, unlink it."""
 from datetime import timedelta
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, make_response, redirect, render_template, request, url_for
 
 from portal.background import run_sync
 from portal.errors import render_error
@@ -11,7 +11,7 @@ from portal.inputs import bounded_id
 from portal.mailbox import checks, services
 from portal.mailbox.credentials import secret_box
 from portal.mailbox.forms import LinkForm, ReauthForm, show_check_error
-from portal.mailbox.oauth_routes import NO_PUBLIC_BASE_URL, sign_in_label
+from portal.mailbox.oauth_routes import NO_PUBLIC_BASE_URL, allow_sign_in_redirects, sign_in_label
 from portal.mailsync.connection import MailboxError, ServerSettings
 from portal.mailsync.rules import EXCLUSION_LABELS
 from portal.models import LinkState, MailboxLink, MailboxPreset, Security, utcnow
@@ -80,19 +80,22 @@ def index():
         if status is None:
             flash("メールボックスを連携しました。これ以降に送受信したお客様とのメールが取り込まれます。", "success")
             return redirect(url_for("mailbox.index"))
-    return render_template("mailbox/form.html", form=form, reason_labels=services.UNLINK_REASON_LABELS,
-                           oauth_presets=[preset for preset in presets if preset.uses_oauth],
-                           sign_in_label=sign_in_label, no_public_base_url=NO_PUBLIC_BASE_URL,
-                           previous=services.latest_unlinked(db.session, membership.id)), \
-        status
+    oauth_presets = [preset for preset in presets if preset.uses_oauth]
+    page = make_response(render_template(
+        "mailbox/form.html", form=form, reason_labels=services.UNLINK_REASON_LABELS, oauth_presets=oauth_presets,
+        sign_in_label=sign_in_label, no_public_base_url=NO_PUBLIC_BASE_URL,
+        previous=services.latest_unlinked(db.session, membership.id)), status)
+    return allow_sign_in_redirects(page, oauth_presets)
 
 
-def _status_page(link, reauth_form: ReauthForm) -> str:
+def _status_page(link, reauth_form: ReauthForm):
     """The linked mailbox's state, the re-authentication form when needed, and the import log."""
-    return render_template("mailbox/status.html", link=link, state_labels=services.STATE_LABELS,
-                           import_log=services.recent_import_log(db.session, link.id),
-                           exclusion_labels=EXCLUSION_LABELS, reauth_form=reauth_form,
-                           next_sync_at=services.next_sync_at(link, sync_interval(), utcnow()))
+    page = make_response(render_template(
+        "mailbox/status.html", link=link, state_labels=services.STATE_LABELS,
+        import_log=services.recent_import_log(db.session, link.id), exclusion_labels=EXCLUSION_LABELS,
+        reauth_form=reauth_form, next_sync_at=services.next_sync_at(link, sync_interval(), utcnow())))
+    # 「再度サインインして連携」 is a form too.
+    return allow_sign_in_redirects(page, [link.preset] if link.uses_oauth else [])
 
 
 def _link(form: LinkForm, membership) -> int | None:

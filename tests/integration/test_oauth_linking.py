@@ -200,3 +200,12 @@ def test_a_preset_deleted_while_the_link_is_checked_gives_a_message_not_a_500(oa
     while provider.live_refresh_tokens(oauth_mail_user.email) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert provider.live_refresh_tokens(oauth_mail_user.email) == []
+
+
+def test_pages_with_a_sign_in_button_let_the_form_end_at_the_provider(oauth_portal, provider):
+    """Browsers apply the page's CSP form-action to the redirects of a form post: the link form allows the
+    provider's origin (and only there is it widened), or 「… でサインインして連携」 would stop at the portal."""
+    _, client, *_ = oauth_portal
+    policy = client.get("/settings/mailbox").headers["Content-Security-Policy"]
+    assert f"form-action 'self' {provider.issuer};" in policy
+    assert "form-action 'self';" in client.get("/settings").headers["Content-Security-Policy"]
