@@ -1,4 +1,5 @@
 """One import pass over one mailbox link: fetch what is new, apply the rules, store every message exactly once."""
+import functools
 import hashlib
 import random
 from dataclasses import dataclass, field
@@ -398,7 +399,7 @@ def _rescan(session: Session, link: MailboxLink, folder: MailboxFolder, client: 
 
 
 def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
-                 snapshot: AccountSnapshot, config: EngineConfig, result: PassResult, now: datetime,
+                 snapshot: Callable[[], AccountSnapshot], config: EngineConfig, result: PassResult, now: datetime,
                  after_import: AfterImport, lease_held: LeaseHeld) -> None:
     """Import what is new in one folder since its checkpoint (or since the link time during a re-baseline)."""
     info = client.examine(folder.name)
@@ -407,11 +408,11 @@ def _sync_folder(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         if info.uidvalidity != folder.uidvalidity:
             _start_rebaseline(session, link, folder, info, lease_held)
     if folder.rescan_since is not None:
-        _rescan(session, link, folder, client, info, snapshot, config, result, now, after_import, lease_held)
+        _rescan(session, link, folder, client, info, snapshot(), config, result, now, after_import, lease_held)
         return
     if info.uidnext - 1 <= folder.last_uid:
         return
-    _sync_uids(session, link, folder, client, snapshot,
+    _sync_uids(session, link, folder, client, snapshot(),
                _batches(folder.last_uid + 1, info.uidnext - 1, config.batch_size),
                folder.boundary_uidnext, None, config, result, now, after_import, lease_held)
 
@@ -475,7 +476,8 @@ def sync_link(session: Session, link: MailboxLink, connect: Callable[[MailboxLin
         _record_failure(session, link, error, now(), config, result)
         return result
     try:
-        snapshot = account_snapshot(session, link.account_id)
+        # Read once, and only when a folder has something new: an idle pass makes no query for it.
+        snapshot = functools.cache(lambda: account_snapshot(session, link.account_id))
         for folder in sorted(link.folders, key=lambda f: f.role.value):
             _sync_folder(session, link, folder, client, snapshot, config, result, now(), after_import, lease_held)
         _ensure_held(session, lease_held)

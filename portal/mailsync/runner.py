@@ -245,9 +245,12 @@ def sync_due(scope: SessionScope, connect: Connect, now: Callable[[], datetime],
                 if last_id is None:
                     return
                 cursors[phase] = last_id
+            claimed_at = now()
             for link_id, token in claimed:
-                with scope() as session:
-                    still_ours = renew_lease(session, link_id, token, now(), config.lease_seconds)
+                still_ours = True
+                if (now() - claimed_at).total_seconds() > config.lease_seconds / 3:  # waited behind slow passes
+                    with scope() as session:
+                        still_ours = renew_lease(session, link_id, token, now(), config.lease_seconds)
                 if still_ours:
                     results.append(_run_leased(scope, link_id, token, connect, now, config, after_import))
                 else:
