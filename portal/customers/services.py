@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, false, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,12 +66,18 @@ def may_open(viewer: Membership, customer: Customer) -> bool:
     return customer.assigned_membership_id == viewer.id
 
 
+LONGEST_SEARCHED_FIELD = 254  # an email address; names and companies stop at 200
+
+
 def visible_customers(viewer: Membership, query: str = "") -> Select:
     """Live customers the viewer may see, newest first, optionally filtered by a search text."""
     stmt = for_account(select(Customer), viewer.account_id).where(Customer.deleted_at.is_(None))
     if viewer.account.viewing_restricted and not can(viewer.role, Action.VIEW_ALL_CUSTOMERS):
         stmt = stmt.where(Customer.assigned_membership_id == viewer.id)
     query = query.strip()
+    if len(query) > LONGEST_SEARCHED_FIELD:
+        # No name, company or address holds a longer text (and SQLite refuses LIKE patterns past 50,000 bytes).
+        return stmt.where(false())
     if query:
         pattern = "%" + escape_like(query) + "%"
         stmt = stmt.where(or_(Customer.name.ilike(pattern, escape="\\"),

@@ -5,6 +5,7 @@ from wtforms.validators import Optional, Regexp, ValidationError
 
 from portal.email_address import is_valid_email
 from portal.forms import PortalForm, email_address, max_length, required, strip
+from portal.inputs import clamp_date
 from portal.mails.compose import MAX_CC, cc_addresses, split_cc
 from portal.mails.sending import InvalidHeader, check_header_text
 
@@ -18,7 +19,7 @@ def no_line_breaks(form, field):
 
 
 class JapaneseDateField(DateField):
-    """A date field whose unreadable input gets a Japanese error."""
+    """A date field whose unreadable input gets a Japanese error, and whose far dates are clamped."""
 
     def process_formdata(self, valuelist):
         """Parse YYYY-MM-DD; anything else is the member's mistake, said in Japanese."""
@@ -26,6 +27,8 @@ class JapaneseDateField(DateField):
             super().process_formdata(valuelist)
         except ValueError as error:
             raise ValueError("日付は YYYY-MM-DD の形式で入力してください。") from error
+        # 0001-01-01 or 9999-12-31 overflow as soon as a period is turned into times (a day added, JST to UTC).
+        self.data = clamp_date(self.data)
 
 
 class MailFilterForm(PortalForm):

@@ -2,6 +2,7 @@
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from portal.extensions import db
+from portal.inputs import bounded_id
 from wtforms.fields.choices import SelectChoice
 
 from portal.models import AccountStatus, utcnow
@@ -72,7 +73,7 @@ def audit_log():
                                                           for key, (label, _) in audit_text.KINDS.items()]
     valid = form.validate()
     filters = audit_text.AuditFilters(
-        membership_id=request.args.get("member", type=int), kind=form.kind.data or None,
+        membership_id=request.args.get("member", type=bounded_id), kind=form.kind.data or None,
         date_from=form.date_from.data if not form.date_from.errors else None,
         date_to=form.date_to.data if not form.date_to.errors else None)
     page = db.paginate(audit_text.log_query(db.session, account_id, filters),

@@ -49,6 +49,16 @@ def test_a_query_argument_with_a_control_character_is_ignored(client, auth, path
         assert "山田 太郎" in _text(response)  # the whole list, as without ?q=
 
 
+def test_a_search_longer_than_any_field_finds_nothing_without_a_500(client, auth):
+    """?q= of 1 MB on the customer list: no customer can contain it (SQLite refused the LIKE: found by the sweep)."""
+    account, owner = make_account()
+    make_customer(account, name="山田 太郎")
+    auth.login_member(owner)
+    response = client.get("/customers?q=" + "a" * 1_000_000)
+    assert response.status_code == 200 and "山田 太郎" not in _text(response)
+    assert "山田 太郎" in _text(client.get("/customers?q=山田"))
+
+
 def test_a_control_character_in_a_form_field_is_422_beside_the_field(client, auth):
     """Every form refuses a NUL with the same Japanese message, and stores nothing."""
     account, owner = make_account()
@@ -150,16 +160,26 @@ def test_a_page_out_of_range_is_an_empty_or_first_page(client, auth, page):
 
 @pytest.mark.parametrize("query", ["date_to=9999-12-31", "date_from=0001-01-01", "date_from=0001-01-01&date_to=9999-12-31",
                                    "date_from=9999-12-31", "date_to=0001-01-01"])
-def test_far_dates_are_clamped(client, auth, query):
-    """The mail list's period reaches from the year 1 to 9999 without a 500; a far range still finds the mail."""
+@pytest.mark.parametrize("screen", ["/mails", "/settings/audit"])
+def test_far_dates_are_clamped(client, auth, query, screen):
+    """The mail list's and the audit log's period reach from the year 1 to 9999 without a 500 (the sweep found the
+    audit log's); a far range still finds the mail."""
     account, owner = make_account()
     enable_email(account, owner)
     make_message(account, [make_customer(account)], subject="見積書")
     auth.login_member(owner)
-    response = client.get(f"/mails?{query}")
+    response = client.get(f"{screen}?{query}")
     assert response.status_code == 200
-    if query == "date_from=0001-01-01&date_to=9999-12-31":
+    if query == "date_from=0001-01-01&date_to=9999-12-31" and screen == "/mails":
         assert "見積書" in _text(response)
+
+
+@pytest.mark.parametrize("huge", HUGE_IDS)
+def test_the_audit_logs_member_filter_past_the_id_range_is_ignored(client, auth, huge):
+    """?member= of the audit log is bounded like every id (a guard: the filter reads it as a number)."""
+    _, owner = make_account()
+    auth.login_member(owner)
+    assert client.get(f"/settings/audit?member={huge}").status_code == 200
 
 
 def test_role_membership_numbers_stay_in_range(client, auth):
