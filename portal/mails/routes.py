@@ -20,6 +20,7 @@ from portal.mails.html_view import body_view
 from portal.mailsync.charsets import safe_filename
 from portal.models import Customer, Direction, MailMessage, utcnow
 from portal.policy import Action
+from portal.tracking.services import tracking_summaries
 from portal.web import authorize, current_membership, get_scoped_or_404, member_required, permission_required
 
 bp = Blueprint("mails", __name__, url_prefix="/mails")
@@ -106,7 +107,7 @@ def thread(message_id: int):
                 blocked += view.blocked_remote_images
             else:
                 as_text[item.id] = view
-    summaries = _tracking_summaries([m.id for m in messages if m.tracked])
+    summaries = tracking_summaries(db.session, membership.account_id, [m.id for m in messages if m.tracked])
     response = make_response(render_template(
         "mails/thread.html", message=message, messages=messages, rendered=rendered, as_text=as_text,
         blocked_images=blocked,
@@ -124,14 +125,6 @@ def _inline_url(secret: str, account_id: int, attachment_id: int) -> str:
     """An absolute, signed address of an inline image (the sandboxed frame sends no session cookie)."""
     return url_for("mails.inline_image", attachment_id=attachment_id, _external=True,
                    sig=services.inline_image_token(secret, account_id, attachment_id))
-
-
-def _tracking_summaries(message_ids: list[int]) -> dict:
-    """Open and click figures of the portal-sent messages shown."""
-    if not message_ids:
-        return {}
-    from portal.tracking.services import tracking_summaries
-    return tracking_summaries(db.session, message_ids)
 
 
 @bp.get("/attachments/<int:attachment_id>")

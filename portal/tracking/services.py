@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal.models import MailMessage, TrackedLink, TrackingEvent, TrackingKind
+from portal.scoping import for_account
 from portal.tracking.fetchers import classify
 from portal.tracking.tokens import read_click_token, read_open_token
 
@@ -152,12 +153,13 @@ def _event(message_id: int, kind: TrackingKind, link_id: int | None, user_agent:
                          user_agent=user_agent[:USER_AGENT_LIMIT], machine=classify(user_agent))
 
 
-def tracking_summaries(session: Session, message_ids: list[int]) -> dict[int, TrackingSummary]:
-    """A summary for each tracked message among the ids (untracked ones are left out), in three queries at most."""
+def tracking_summaries(session: Session, account_id: int, message_ids: list[int]) -> dict[int, TrackingSummary]:
+    """A summary for each tracked message of the account among the ids (untracked ones and another account's are
+    left out), in three queries at most."""
     if not message_ids:
         return {}
-    ids = list(session.scalars(select(MailMessage.id).where(MailMessage.id.in_(set(message_ids)),
-                                                            MailMessage.tracked.is_(True))))
+    ids = list(session.scalars(for_account(select(MailMessage.id), account_id)
+                               .where(MailMessage.id.in_(set(message_ids)), MailMessage.tracked.is_(True))))
     summaries = {message_id: TrackingSummary(message_id) for message_id in ids}
     if not ids:
         return summaries

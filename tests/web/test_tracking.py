@@ -26,10 +26,13 @@ class Sent:
 
 
 def make_sent(urls=("https://example.jp/price", "https://example.jp/faq"), tracked: bool = True,
-              legacy: bool = False) -> Sent:
-    """A tracked reply sent by a member, with one TrackedLink per URL (legacy: sent before tracking ids)."""
-    account, owner = make_account()
-    member = make_member(account, Role.USER)
+              legacy: bool = False, member=None) -> Sent:
+    """A tracked reply sent by a member (of a new account unless given), with one TrackedLink per URL (legacy:
+    sent before tracking ids)."""
+    if member is None:
+        account, _ = make_account()
+        member = make_member(account, Role.USER)
+    account = member.account
     thread = MailThread(account_id=account.id, subject_key="お見積り")
     db.session.add(thread)
     db.session.flush()
@@ -122,11 +125,11 @@ def test_gmail_proxy_open_is_labelled_and_not_a_persons_open(app, client):
     client.get(url, headers={"User-Agent": GMAIL_PROXY})
     [recorded] = events(sent.message.id)
     assert recorded.machine == "Gmail画像プロキシ"
-    summary = tracking_summaries(db.session, [sent.message.id])[sent.message.id]
+    summary = tracking_summaries(db.session, sent.message.account_id, [sent.message.id])[sent.message.id]
     assert (summary.open_count, summary.first_open_at) == (0, None)
     assert summary.machine_open_count == 1 and summary.machine_labels == {"Gmail画像プロキシ"}
     client.get(url, headers={"User-Agent": THUNDERBIRD})
-    summary = tracking_summaries(db.session, [sent.message.id])[sent.message.id]
+    summary = tracking_summaries(db.session, sent.message.account_id, [sent.message.id])[sent.message.id]
     assert summary.open_count == 1 and summary.first_open_at == events(sent.message.id)[1].occurred_at
     assert summary.machine_open_count == 1
 
@@ -228,7 +231,7 @@ def test_summaries_count_people_and_machines_per_link(app, client):
         client.get(click_url(app, sent.message.id, price.id), headers={"User-Agent": THUNDERBIRD},
                    environ_base={"REMOTE_ADDR": address})
     client.get(click_url(app, sent.message.id, faq.id), headers={"User-Agent": "curl/8.5.0"})
-    summary = tracking_summaries(db.session, [sent.message.id])[sent.message.id]
+    summary = tracking_summaries(db.session, sent.message.account_id, [sent.message.id])[sent.message.id]
     first_person_click = events(sent.message.id)[1].occurred_at
     assert summary.clicks == [
         LinkClicks(price.id, "https://example.jp/price", 0, first_person_click, 2, 1, {"Microsoftセーフリンク"}),
@@ -238,14 +241,18 @@ def test_summaries_count_people_and_machines_per_link(app, client):
 
 
 def test_summaries_use_a_bounded_number_of_queries(app, client):
-    """Several messages cost at most three queries, and untracked ones are left out."""
-    sent = [make_sent() for _ in range(4)]
-    untracked = make_sent(tracked=False)
+    """Several messages cost at most three queries; untracked ones and another account's are left out."""
+    first = make_sent()
+    sent = [first] + [make_sent(member=first.message.membership) for _ in range(3)]
+    untracked = make_sent(tracked=False, member=first.message.membership)
+    elsewhere = make_sent()
     for item in sent:
         client.get(open_url(app, item.message.id), headers={"User-Agent": THUNDERBIRD})
         client.get(click_url(app, item.message.id, item.links[0].id), headers={"User-Agent": THUNDERBIRD})
-    ids = [item.message.id for item in sent] + [untracked.message.id]
+    client.get(open_url(app, elsewhere.message.id), headers={"User-Agent": THUNDERBIRD})
+    ids = [item.message.id for item in sent] + [untracked.message.id, elsewhere.message.id]
     db.session.commit()
+    account_id = first.message.account_id
     statements = []
 
     def count(conn, cursor, statement, parameters, context, executemany):
@@ -254,13 +261,13 @@ def test_summaries_use_a_bounded_number_of_queries(app, client):
 
     event.listen(db.engine, "before_cursor_execute", count)
     try:
-        summaries = tracking_summaries(db.session, ids)
+        summaries = tracking_summaries(db.session, account_id, ids)
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
     assert len(statements) <= 3
     assert set(summaries) == {item.message.id for item in sent}
     assert all(s.open_count == 1 and [c.click_count for c in s.clicks] == [1] for s in summaries.values())
-    assert tracking_summaries(db.session, []) == {}
+    assert tracking_summaries(db.session, account_id, []) == {}
 
 
 def render_summary(app, summary: TrackingSummary) -> str:
@@ -272,7 +279,7 @@ def render_summary(app, summary: TrackingSummary) -> str:
 def test_summary_partial_shows_unopened(app):
     """A tracked message nobody opened says so, and that nothing was clicked."""
     sent = make_sent()
-    summary = tracking_summaries(db.session, [sent.message.id])[sent.message.id]
+    summary = tracking_summaries(db.session, sent.message.account_id, [sent.message.id])[sent.message.id]
     page = render_summary(app, summary)
     assert "開封:" in page and "未開封" in page and "クリックなし" in page
     assert "含めていません" not in page
@@ -327,7 +334,7 @@ def test_replayed_tokens_count_once_per_client_per_window(app, client):
         recorded.occurred_at = recorded.occurred_at - timedelta(minutes=6)
     db.session.commit()
     client.get(open_url(app, sent.message.id), headers={"User-Agent": THUNDERBIRD})
-    summary = tracking_summaries(db.session, [sent.message.id])[sent.message.id]
+    summary = tracking_summaries(db.session, sent.message.account_id, [sent.message.id])[sent.message.id]
     assert summary.open_count == 3 and summary.clicks[0].click_count == 1
     assert all(e.client_key and "127.0.0.1" not in e.client_key for e in events(sent.message.id))
 
@@ -343,5 +350,5 @@ def test_library_fetches_are_machines_not_people(app, client, user_agent):
     client.get(open_url(app, sent.message.id), headers={"User-Agent": user_agent})
     [recorded] = events(sent.message.id)
     assert recorded.machine
-    summary = tracking_summaries(db.session, [sent.message.id])[sent.message.id]
+    summary = tracking_summaries(db.session, sent.message.account_id, [sent.message.id])[sent.message.id]
     assert (summary.open_count, summary.machine_open_count) == (0, 1)
