@@ -145,6 +145,8 @@ def test_revocation_needs_reauthentication_and_reconsent_resumes_without_gap_or_
     assert box.row().next_attempt_at is None and box.sync().skipped  # no retries until the member acts
     page = box.client.get("/settings/mailbox")
     assert "要再認証" in page.get_data(as_text=True) and "再度サインインして連携" in page.get_data(as_text=True)
+    # 「再度サインインして連携」 is a form post that ends at the provider: the page's CSP must allow it.
+    assert f"form-action 'self' {box.provider.issuer};" in page.headers["Content-Security-Policy"]
 
     # The password form is not for an OAuth2 link.
     refused = box.client.post("/settings/mailbox/reauth", data={"imap_password": "x", "smtp_password": ""})
