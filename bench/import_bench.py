@@ -7,10 +7,12 @@ Run from the project root: .venv/bin/python bench/import_bench.py [--messages N]
 """
 import argparse
 import atexit
+import cProfile
 import email
 import email.policy
 import os
 import platform
+import pstats
 import random
 import re
 import secrets
@@ -302,13 +304,20 @@ def bare_loop(dovecot: Dovecot, user: MailUser) -> tuple[int, int, Stopwatch]:
     return count, errors, watch
 
 
-def engine_pass(app, dovecot: Dovecot, link_id: int) -> tuple[PassResult, Stopwatch]:
-    """One sync_link pass over the link, wired as the scheduler's run_sync wires it."""
+def engine_pass(app, dovecot: Dovecot, link_id: int, profile: bool = False) -> tuple[PassResult, Stopwatch]:
+    """One sync_link pass over the link, wired as the scheduler's run_sync wires it (under cProfile if asked)."""
     connect = mailbox_connector(app.config)
     db.session.expire_all()
     link = db.session.get(MailboxLink, link_id)
+    profiler = cProfile.Profile() if profile else None
     with Stopwatch((dovecot.instance_name, str(dovecot.config_file))) as watch:
+        if profiler:
+            profiler.enable()
         result = sync_link(db.session, link, connect, utcnow, engine_config(app.config), on_mail_imported)
+        if profiler:
+            profiler.disable()
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
     return result, watch
 
 
@@ -322,7 +331,7 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def run_mix(app, dovecot: Dovecot, corpus: list[bytes], percent: int, total: int) -> bool:
+def run_mix(app, dovecot: Dovecot, corpus: list[bytes], percent: int, total: int, profile: bool = False) -> bool:
     """Set up, measure and print one mix; returns True when its check and its floor pass."""
     account, owner = make_account()
     enable_email(account, owner)
@@ -340,7 +349,7 @@ def run_mix(app, dovecot: Dovecot, corpus: list[bytes], percent: int, total: int
     print(f"  bare loop    {count} msgs in {bare.seconds:6.2f} s = {bare_rate:5.0f} msgs/s   "
           f"UID FETCH BODY.PEEK[] + policy.default parse; {errors} read errors; {bare.note()}")
 
-    result, engine = engine_pass(app, dovecot, link.id)
+    result, engine = engine_pass(app, dovecot, link.id, profile)
     engine_rate = total / engine.seconds
     stored = stored_messages(account.id)
     checked = (result.error is None and stored == mix.share and result.imported == mix.share
@@ -414,6 +423,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=10_000, help="messages per mix (default 10000)")
     parser.add_argument("--links", type=int, default=500, help="links in the idle pass (default 500)")
     parser.add_argument("--idle-only", action="store_true", help="only the idle pass (skip the two mixes)")
+    parser.add_argument("--mixes", type=int, nargs="+", choices=MIXES, default=list(MIXES),
+                        help="customer mixes to run, in percent (default: 10 100); --links 0 skips the idle pass")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of each engine pass")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of real messages")
     args = parser.parse_args()
     # Ctrl-C and a plain `kill` must both clean up: their exceptions run the finally blocks and atexit. SIGINT is
@@ -436,10 +448,11 @@ def main() -> int:
         dovecot.start()
         app = build_app(pki, dovecot, args.links + 10)
         passed = []
-        for percent in MIXES if not args.idle_only else ():
+        for percent in args.mixes if not args.idle_only else ():
             with app.app_context():
-                passed.append(run_mix(app, dovecot, corpus, percent, args.messages))
-        passed.append(run_idle(app, dovecot, args.links))
+                passed.append(run_mix(app, dovecot, corpus, percent, args.messages, args.profile))
+        if args.links:
+            passed.append(run_idle(app, dovecot, args.links))
         with app.app_context():
             db.engine.dispose()
     except Exception:

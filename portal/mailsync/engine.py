@@ -2,13 +2,14 @@
 import functools
 import hashlib
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Callable, Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -90,6 +91,7 @@ class _Batch:
     fetch: dict[int, Decision] = field(default_factory=dict)
     too_large: dict[int, Decision] = field(default_factory=dict)
     excluded: dict[int, Exclusion] = field(default_factory=dict)
+    headers: dict[int, dict[str, str]] = field(default_factory=dict)  # read once, for the rules and the log
 
 
 def account_snapshot(session: Session, account_id: int) -> AccountSnapshot:
@@ -104,17 +106,40 @@ def account_snapshot(session: Session, account_id: int) -> AccountSnapshot:
     return AccountSnapshot(customers, frozenset(member_emails))
 
 
+_LINE_ENDS = re.compile(rb"(\r\n|\r|\n)")
+_FIELD_NAME = re.compile(rb"[\041-\071\073-\176]*:")  # the stdlib feedparser's test for a header line
+
+
 def _raw_headers(fetched: FetchedEnvelope) -> dict[str, str]:
-    """The prefetched header fields as raw strings, repeated fields joined (8-bit text left for our decoder)."""
+    """The prefetched header fields as raw strings, repeated fields joined (8-bit text left for our decoder).
+
+    Reads the block as the stdlib's compat32 header parser does (folded lines keep their line ends, a line that is
+    no header ends the block), without building a Message: it runs for every fetched UID.
+    """
+    fields: list[tuple[str, bytearray]] = []
+    pieces = _LINE_ENDS.split(fetched.headers)  # line, its ending, line, its ending, ..., last line
+    lines = list(zip(pieces[::2], pieces[1::2] + [b""]))
+    if lines and lines[0][0].startswith(b"From "):  # an mbox separator, not a header
+        lines = lines[1:]
+    ending = b""
+    for line, next_ending in lines:
+        if line[:1] in (b" ", b"\t"):
+            if fields:  # a continuation before any field is dropped, as the stdlib does
+                fields[-1][1].extend(ending + line)
+        elif _FIELD_NAME.match(line):
+            name, _, value = line.partition(b":")
+            fields.append((name.decode("ascii", "surrogateescape").lower(), bytearray(value.lstrip(b" \t"))))
+        else:
+            break  # the blank line, or text that is no header: the block ends here
+        ending = next_ending
     values: dict[str, list[str]] = {}
-    for name, value in BytesHeaderParser(policy=compat32).parsebytes(fetched.headers).raw_items():
-        values.setdefault(name.lower(), []).append(value if isinstance(value, str) else str(value))
+    for name, value in fields:
+        values.setdefault(name, []).append(value.decode("ascii", "surrogateescape"))
     return {name: ", ".join(parts) for name, parts in values.items()}
 
 
-def _envelope(fetched: FetchedEnvelope) -> Envelope:
+def _envelope(fetched: FetchedEnvelope, headers: dict[str, str]) -> Envelope:
     """The rule headers (addresses are compared after parsing, display names ignored)."""
-    headers = _raw_headers(fetched)
     return Envelope(uid=fetched.uid, internal_date=fetched.internal_date, from_=headers.get("from", ""),
                     to=headers.get("to", ""), cc=headers.get("cc", ""), bcc=headers.get("bcc", ""))
 
@@ -124,10 +149,11 @@ def _decide_batch(envelopes: list[FetchedEnvelope], snapshot: AccountSnapshot, b
     """Apply the rules to each envelope; after a UIDVALIDITY reset the link time is checked by date."""
     batch = _Batch()
     for fetched in envelopes:
+        headers = batch.headers[fetched.uid] = _raw_headers(fetched)
         if linked_at is not None and fetched.internal_date < whole_seconds(linked_at):
             batch.excluded[fetched.uid] = Exclusion.BEFORE_LINK
             continue
-        decision = decide(_envelope(fetched), snapshot, boundary)
+        decision = decide(_envelope(fetched, headers), snapshot, boundary)
         if not decision.imported:
             batch.excluded[fetched.uid] = decision.exclusion
         elif fetched.size > config.size_cap:
@@ -155,8 +181,10 @@ def _same_message(existing: MailMessage, parsed: ParsedMessage) -> bool:
 class _BatchWriter:
     """Stores one batch's messages with a handful of queries: keys, sightings and threads are looked up per batch."""
 
-    def __init__(self, session: Session, link: MailboxLink, folder: MailboxFolder, raws: dict[int, bytes]):
+    def __init__(self, session: Session, link: MailboxLink, folder: MailboxFolder, raws: dict[int, bytes],
+                 customer_ids: set[int]):
         self.session, self.link, self.folder = session, link, folder
+        self.customer_ids = customer_ids  # every customer the batch's decisions matched
         self.parsed = {uid: parse_message(raw) for uid, raw in raws.items()}
         keys = {"mid:" + p.message_id[:240] for p in self.parsed.values() if p.message_id}
         known = for_account(select(MailMessage), link.account_id).where(MailMessage.message_key.in_(keys))
@@ -172,6 +200,49 @@ class _BatchWriter:
         self.threads_by_header: dict[str, MailThread] = {}
         self.threads_by_subject: dict[tuple[str, int], MailThread] = {}
         self.created: list[MailMessage] = []  # new this batch: a customer's reply stops their automations
+        self._stored_threads_by_header = self._stored_threads_by_header_of(self.parsed.values())
+        self._stored_threads_by_subject: dict[tuple[str, int], list[tuple[datetime, int]]] | None = None
+
+    def _stored_threads_by_header_of(self, parsed_messages) -> dict[str, int]:
+        """The threads of stored messages that the batch's References/In-Reply-To name, in one query."""
+        referenced = {i[:998] for p in parsed_messages for i in [p.in_reply_to, *p.references] if i}
+        if not referenced:
+            return {}
+        rows = self.session.execute(
+            for_account(select(MailMessage.message_id_header, MailMessage.thread_id), self.link.account_id)
+            .where(MailMessage.message_id_header.in_(referenced), MailMessage.thread_id.is_not(None))
+            .order_by(MailMessage.id))
+        found: dict[str, int] = {}
+        for message_id, thread_id in rows:
+            found.setdefault(message_id, thread_id)
+        return found
+
+    def _stored_thread_by_subject(self, subject_key: str, customer_ids: tuple[int, ...],
+                                  when: datetime) -> int | None:
+        """A stored thread with this subject and one of these customers, active within the window before `when`.
+
+        The candidates of the whole batch (its subjects and customers) come in one query on first use.
+        """
+        if self._stored_threads_by_subject is None:
+            self._stored_threads_by_subject = {}
+            subjects = {normalise_subject(p.subject)[:300] for p in self.parsed.values()} - {""}
+            if subjects and self.customer_ids:
+                rows = self.session.execute(
+                    for_account(select(MailThread.subject_key, MailCustomer.customer_id, MailThread.last_message_at,
+                                       MailThread.id)
+                                .join(MailMessage, MailMessage.thread_id == MailThread.id)
+                                .join(MailCustomer, MailCustomer.message_id == MailMessage.id), self.link.account_id)
+                    .where(MailThread.subject_key.in_(subjects), MailCustomer.customer_id.in_(self.customer_ids))
+                    .distinct())
+                for key, customer_id, last_message_at, thread_id in rows:
+                    self._stored_threads_by_subject.setdefault((key, customer_id), []).append(
+                        (last_message_at, thread_id))
+        for customer_id in customer_ids:
+            for last_message_at, thread_id in sorted(self._stored_threads_by_subject.get((subject_key, customer_id),
+                                                                                         ())):
+                if last_message_at >= when - THREAD_WINDOW:
+                    return thread_id
+        return None
 
     def _key(self, parsed: ParsedMessage, raw: bytes) -> tuple[str, MailMessage | None]:
         """The message's key in the account and the stored message with that key, if any."""
@@ -195,24 +266,17 @@ class _BatchWriter:
         for message_id in referenced:
             if message_id in self.threads_by_header:
                 return self.threads_by_header[message_id]
-        if referenced:
-            thread_id = self.session.scalar(for_account(select(MailMessage.thread_id), self.link.account_id).where(
-                MailMessage.message_id_header.in_(referenced), MailMessage.thread_id.is_not(None)).limit(1))
-            if thread_id is not None:
-                return self.session.get(MailThread, thread_id)
+        for message_id in referenced:
+            if message_id in self._stored_threads_by_header:
+                return self.session.get(MailThread, self._stored_threads_by_header[message_id])
         subject_key = normalise_subject(parsed.subject)[:300]
         for customer_id in customer_ids if subject_key else ():
             if (subject_key, customer_id) in self.threads_by_subject:
                 return self.threads_by_subject[(subject_key, customer_id)]
         if subject_key and customer_ids:
-            thread = self.session.scalar(
-                for_account(select(MailThread).join(MailMessage, MailMessage.thread_id == MailThread.id)
-                            .join(MailCustomer, MailCustomer.message_id == MailMessage.id), self.link.account_id)
-                .where(MailThread.subject_key == subject_key,
-                       MailCustomer.customer_id.in_(customer_ids),
-                       MailThread.last_message_at >= when - THREAD_WINDOW).limit(1))
-            if thread is not None:
-                return thread
+            thread_id = self._stored_thread_by_subject(subject_key, customer_ids, when)
+            if thread_id is not None:
+                return self.session.get(MailThread, thread_id)
         thread = MailThread(account_id=self.link.account_id, subject_key=subject_key, last_message_at=when)
         self.session.add(thread)
         return thread
@@ -279,18 +343,24 @@ def _addresses_text(addresses) -> str:
 
 
 def _log_exclusions(session: Session, link: MailboxLink, folder: MailboxFolder, batch: _Batch,
-                    envelopes: dict[int, FetchedEnvelope], deleted: list[int]) -> None:
-    """Remember why each fetched message stayed out (too large, or deleted in the portal before)."""
+                    envelopes: dict[int, FetchedEnvelope], deleted: list[int], keep: int) -> None:
+    """Remember why each fetched message stayed out (too large, or deleted in the portal before).
+
+    One multi-row INSERT per batch, and only the batch's newest `keep` rows: older ones would be pruned anyway.
+    """
     reasons = dict(batch.excluded)
     reasons.update({uid: Exclusion.TOO_LARGE for uid in batch.too_large})
     reasons.update({uid: Exclusion.DELETED for uid in deleted})
-    for uid, reason in reasons.items():
-        headers = _raw_headers(envelopes[uid])
-        session.add(ImportLogEntry(link_id=link.id, folder_role=folder.role, uid=uid, reason=reason.value,
-                                   subject=decode_header_value(headers.get("subject", ""))[:500],
-                                   from_address=decode_header_value(headers.get("from", ""))[:500],
-                                   to_addresses=decode_header_value(headers.get("to", ""))[:1000],
-                                   received_at=envelopes[uid].internal_date))
+    rows = []
+    for uid in sorted(reasons)[-keep:] if keep > 0 else ():
+        headers = batch.headers[uid]
+        rows.append(dict(link_id=link.id, folder_role=folder.role, uid=uid, reason=reasons[uid].value,
+                         subject=decode_header_value(headers.get("subject", ""))[:500],
+                         from_address=decode_header_value(headers.get("from", ""))[:500],
+                         to_addresses=decode_header_value(headers.get("to", ""))[:1000],
+                         received_at=envelopes[uid].internal_date))
+    if rows:
+        session.execute(insert(ImportLogEntry), rows)
 
 
 def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, client: MailboxClient,
@@ -305,14 +375,15 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
     raws = {**bodies, **{uid: by_uid[uid].headers for uid in batch.too_large}}
     imported = 0
     with session.no_autoflush:  # everything is inserted together at commit
-        writer = _BatchWriter(session, link, folder, raws)
+        customer_ids = {c for d in [*batch.fetch.values(), *batch.too_large.values()] for c in d.customer_ids}
+        writer = _BatchWriter(session, link, folder, raws, customer_ids)
         for uid, decision in batch.fetch.items():
             if uid in bodies:
                 imported += writer.store(uid, bodies[uid], decision, by_uid[uid].internal_date, False)
         too_large = 0
         for uid, decision in batch.too_large.items():
             too_large += writer.store(uid, raws[uid], decision, by_uid[uid].internal_date, True)
-        _log_exclusions(session, link, folder, batch, by_uid, writer.deleted)
+        _log_exclusions(session, link, folder, batch, by_uid, writer.deleted, config.import_log_keep)
     after_import(session, writer.created, now)  # same transaction as the messages
     return imported + too_large, too_large
 
