@@ -317,7 +317,7 @@ def engine_pass(app, dovecot: Dovecot, link_id: int, profile: bool = False) -> t
         if profiler:
             profiler.disable()
     if profiler:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
     return result, watch
 
 

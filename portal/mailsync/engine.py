@@ -182,9 +182,10 @@ class _BatchWriter:
     """Stores one batch's messages with a handful of queries: keys, sightings and threads are looked up per batch."""
 
     def __init__(self, session: Session, link: MailboxLink, folder: MailboxFolder, raws: dict[int, bytes],
-                 customer_ids: set[int]):
+                 customer_ids: set[int], earliest: datetime):
         self.session, self.link, self.folder = session, link, folder
         self.customer_ids = customer_ids  # every customer the batch's decisions matched
+        self.earliest = earliest  # the batch's first arrival time: older threads are out of every window
         self.parsed = {uid: parse_message(raw) for uid, raw in raws.items()}
         keys = {"mid:" + p.message_id[:240] for p in self.parsed.values() if p.message_id}
         known = for_account(select(MailMessage), link.account_id).where(MailMessage.message_key.in_(keys))
@@ -200,8 +201,17 @@ class _BatchWriter:
         self.threads_by_header: dict[str, MailThread] = {}
         self.threads_by_subject: dict[tuple[str, int], MailThread] = {}
         self.created: list[MailMessage] = []  # new this batch: a customer's reply stops their automations
+        self._stored_threads: dict[int, MailThread] = {}  # held here: the identity map alone may let them go
         self._stored_threads_by_header = self._stored_threads_by_header_of(self.parsed.values())
+        self._load_threads(set(self._stored_threads_by_header.values()))
         self._stored_threads_by_subject: dict[tuple[str, int], list[tuple[datetime, int]]] | None = None
+
+    def _load_threads(self, thread_ids: set[int]) -> None:
+        """Read the given stored threads in one query."""
+        missing = list(thread_ids - self._stored_threads.keys())
+        if missing:
+            self._stored_threads.update((t.id, t) for t in self.session.scalars(
+                for_account(select(MailThread), self.link.account_id).where(MailThread.id.in_(missing))))
 
     def _stored_threads_by_header_of(self, parsed_messages) -> dict[str, int]:
         """The threads of stored messages that the batch's References/In-Reply-To name, in one query."""
@@ -233,10 +243,11 @@ class _BatchWriter:
                                 .join(MailMessage, MailMessage.thread_id == MailThread.id)
                                 .join(MailCustomer, MailCustomer.message_id == MailMessage.id), self.link.account_id)
                     .where(MailThread.subject_key.in_(subjects), MailCustomer.customer_id.in_(self.customer_ids))
-                    .distinct())
+                    .where(MailThread.last_message_at >= self.earliest - THREAD_WINDOW).distinct()).all()
                 for key, customer_id, last_message_at, thread_id in rows:
                     self._stored_threads_by_subject.setdefault((key, customer_id), []).append(
                         (last_message_at, thread_id))
+                self._load_threads({thread_id for *_, thread_id in rows})
         for customer_id in customer_ids:
             for last_message_at, thread_id in sorted(self._stored_threads_by_subject.get((subject_key, customer_id),
                                                                                          ())):
@@ -268,7 +279,7 @@ class _BatchWriter:
                 return self.threads_by_header[message_id]
         for message_id in referenced:
             if message_id in self._stored_threads_by_header:
-                return self.session.get(MailThread, self._stored_threads_by_header[message_id])
+                return self._stored_threads[self._stored_threads_by_header[message_id]]
         subject_key = normalise_subject(parsed.subject)[:300]
         for customer_id in customer_ids if subject_key else ():
             if (subject_key, customer_id) in self.threads_by_subject:
@@ -276,7 +287,7 @@ class _BatchWriter:
         if subject_key and customer_ids:
             thread_id = self._stored_thread_by_subject(subject_key, customer_ids, when)
             if thread_id is not None:
-                return self.session.get(MailThread, thread_id)
+                return self._stored_threads[thread_id]
         thread = MailThread(account_id=self.link.account_id, subject_key=subject_key, last_message_at=when)
         self.session.add(thread)
         return thread
@@ -376,7 +387,8 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
     imported = 0
     with session.no_autoflush:  # everything is inserted together at commit
         customer_ids = {c for d in [*batch.fetch.values(), *batch.too_large.values()] for c in d.customer_ids}
-        writer = _BatchWriter(session, link, folder, raws, customer_ids)
+        earliest = min((by_uid[uid].internal_date for uid in raws), default=now)
+        writer = _BatchWriter(session, link, folder, raws, customer_ids, earliest)
         for uid, decision in batch.fetch.items():
             if uid in bodies:
                 imported += writer.store(uid, bodies[uid], decision, by_uid[uid].internal_date, False)
