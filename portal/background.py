@@ -40,7 +40,7 @@ def session_scope(app: Flask) -> SessionScope:
 def engine_config(config: Mapping) -> EngineConfig:
     """Engine tunables from the app settings."""
     return EngineConfig(size_cap=config["MAIL_SIZE_CAP_BYTES"], batch_size=config["SYNC_BATCH_SIZE"],
-                        lease_seconds=config["SYNC_LEASE_SECONDS"])
+                        batch_bytes=config["SYNC_BATCH_BYTES"], lease_seconds=config["SYNC_LEASE_SECONDS"])
 
 
 def connection_pool(app: Flask) -> ImapConnectionPool:

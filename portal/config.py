@@ -117,6 +117,7 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         # IMAP connections a process keeps open between passes (idle and in use); an idle mailbox then costs no login.
         "SYNC_MAX_CONNECTIONS": int(environ.get("SYNC_MAX_CONNECTIONS", "200")),
         "SYNC_BATCH_SIZE": int(environ.get("SYNC_BATCH_SIZE", "200")),
+        "SYNC_BATCH_BYTES": int(environ.get("SYNC_BATCH_BYTES", str(32 * 1024 * 1024))),
         # A pass holds its link's lease this long and renews it every third; a killed pass frees it after this.
         "SYNC_LEASE_SECONDS": int(environ.get("SYNC_LEASE_SECONDS", "60")),
         # An HTML body longer than this (characters) is shown as its text part: sanitising 10 MB took 9 s.

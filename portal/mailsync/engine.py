@@ -64,6 +64,9 @@ class EngineConfig:
 
     size_cap: int = 25 * 1024 * 1024
     batch_size: int = 200
+    # Full fetches of one transaction stay within this many bytes (by RFC822.SIZE): a pass's memory is bounded by it
+    # and the size cap, not by how big the batch's messages are.
+    batch_bytes: int = 32 * 1024 * 1024
     backoff_base_seconds: int = 60
     backoff_max_seconds: int = 3600
     import_log_keep: int = 500
@@ -92,6 +95,13 @@ class _Batch:
     too_large: dict[int, Decision] = field(default_factory=dict)
     excluded: dict[int, Exclusion] = field(default_factory=dict)
     headers: dict[int, dict[str, str]] = field(default_factory=dict)  # read once, for the rules and the log
+
+    def only(self, uids: set[int]) -> "_Batch":
+        """The decisions for some of the UIDs."""
+        return _Batch({u: d for u, d in self.fetch.items() if u in uids},
+                      {u: d for u, d in self.too_large.items() if u in uids},
+                      {u: e for u, e in self.excluded.items() if u in uids},
+                      {u: h for u, h in self.headers.items() if u in uids})
 
 
 def account_snapshot(session: Session, account_id: int) -> AccountSnapshot:
@@ -408,22 +418,45 @@ def _sync_uids(session: Session, link: MailboxLink, folder: MailboxFolder, clien
     for first, last in ranges:
         _ensure_held(session, lease_held)
         envelopes = [e for e in client.fetch_envelopes(first, last) if wanted is None or e.uid in wanted]
-        batch = _decide_batch(envelopes, snapshot, boundary, linked_at, config)
-        for attempt in (1, 2):
-            try:
-                imported, too_large = _apply_batch(session, link, folder, client, envelopes, batch, config, now,
-                                                   after_import)
-                folder.last_uid = max(folder.last_uid, last)
-                _ensure_held(session, lease_held)
-                session.commit()
-                result.imported, result.too_large = result.imported + imported, result.too_large + too_large
-                break
-            except IntegrityError:
-                # Another link of the account stored the same message at the same moment: retry finds it.
-                session.rollback()
-                if attempt == 2:
-                    raise
-        result.excluded += len(batch.excluded)  # too-large mail is imported (headers only), counted there once
+        decided = _decide_batch(envelopes, snapshot, boundary, linked_at, config)
+        groups = _byte_groups(envelopes, decided, config.batch_bytes)
+        for number, group in enumerate(groups, 1):
+            batch = decided.only({envelope.uid for envelope in group})
+            # Every UID up to the group's last was decided (absent ones were expunged); the last group ends the range.
+            checkpoint = last if number == len(groups) else group[-1].uid
+            for attempt in (1, 2):
+                try:
+                    imported, too_large = _apply_batch(session, link, folder, client, group, batch, config, now,
+                                                       after_import)
+                    folder.last_uid = max(folder.last_uid, checkpoint)
+                    _ensure_held(session, lease_held)
+                    session.commit()
+                    result.imported, result.too_large = result.imported + imported, result.too_large + too_large
+                    break
+                except IntegrityError:
+                    # Another link of the account stored the same message at the same moment: retry finds it.
+                    session.rollback()
+                    if attempt == 2:
+                        raise
+            result.excluded += len(batch.excluded)  # too-large mail is imported (headers only), counted there once
+
+
+def _byte_groups(envelopes: list[FetchedEnvelope], batch: _Batch, budget: int) -> list[list[FetchedEnvelope]]:
+    """Split a range's envelopes (in UID order) so that each group's full fetches stay within `budget` bytes.
+
+    Bodies, their parses and the stored rows of one group are what a pass holds in memory at once; a message bigger
+    than the budget (at most the size cap) goes alone. A range with nothing to fetch stays one group, maybe empty.
+    """
+    groups: list[list[FetchedEnvelope]] = [[]]
+    size = 0
+    for envelope in envelopes:
+        cost = envelope.size if envelope.uid in batch.fetch else 0
+        if groups[-1] and size + cost > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(envelope)
+        size += cost
+    return groups
 
 
 def _ensure_held(session: Session, lease_held: LeaseHeld) -> None:

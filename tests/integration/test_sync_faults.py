@@ -250,3 +250,22 @@ def test_too_large_mail_counts_once_as_imported(app, mailbox, pki, dovecot, smtp
     mailbox.deliver(mail("ad@else.example", mailbox.user.email, subject="広告"))
     output = app.test_cli_runner().invoke(args=["sync", "--link", str(mailbox.link.id)]).output
     assert "取り込み 2件（うちサイズ超過 1件） / 対象外 1件" in output
+
+
+def test_a_batch_too_big_in_bytes_commits_in_parts_each_with_its_checkpoint(mailbox):
+    """SYNC_BATCH_BYTES splits one UID batch: each part commits with its checkpoint, a break keeps what committed,
+    and the next pass brings the rest exactly once."""
+    raws = [mail(CUSTOMER, mailbox.user.email, subject=f"件名{n}", body="あ" * 1000) for n in range(5)]
+    uids = [mailbox.deliver(raw) for raw in raws]
+    mailbox.deliver(mail("ad@else.example", mailbox.user.email, subject="広告"))
+    config = EngineConfig(batch_size=10, batch_bytes=2 * len(raws[0]) + 100)  # two of these messages per part
+    real = connector(StoredPasswords(SecretBox(TEST_KEY)), mailbox.policy)
+    broken = mailbox.sync(config, connect=lambda link: FailOnCall(real(link), "fetch_raw", 3))
+    assert broken.state == LinkState.ERROR
+    assert subjects() == ["件名0", "件名1", "件名2", "件名3"]
+    inbox = next(folder for folder in mailbox.link.folders if folder.name == "INBOX")
+    assert inbox.last_uid == uids[3]
+    run_until_done(mailbox, config)
+    assert subjects() == [f"件名{n}" for n in range(5)]
+    log = db.session.execute(select(ImportLogEntry.subject, ImportLogEntry.reason)).all()
+    assert [tuple(row) for row in log] == [("広告", "no_customer")]
