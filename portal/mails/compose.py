@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from portal.customers.services import visible_customers
+from portal.feature_contracts import is_enabled
 from portal.mailbox.services import live_link
 from portal.mails import sending
 from portal.mailsync.charsets import safe_filename
@@ -28,6 +29,8 @@ MAX_ATTACHMENTS = 20
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
 NO_MAILBOX = "メールボックスが連携されていないため、返信できません。メールボックス連携を行ってください。"
 NO_MAILBOX_NEW = "メールボックスが連携されていないため、送信できません。メールボックス連携を行ってください。"
+MAIL_OFF = "メール機能がオフのため、返信できません。管理者がメール機能をオンにすると、返信できるようになります。"
+MAIL_OFF_NEW = "メール機能がオフのため、送信できません。管理者がメール機能をオンにすると、送信できるようになります。"
 
 
 class ComposeRefused(Exception):
@@ -62,10 +65,17 @@ class Screen:
     link: MailboxLink | None
     can_send: bool
     templates: list[MailTemplate]
+    mail_on: bool = True
 
     def context(self) -> dict:
         """The names the compose templates use."""
-        return {"link": self.link, "can_send": self.can_send, "templates": self.templates}
+        return {"link": self.link, "can_send": self.can_send, "templates": self.templates, "mail_on": self.mail_on}
+
+    def refusal(self, reply: bool) -> str:
+        """Why this screen cannot send: the feature is off, or the member has no usable mailbox."""
+        if not self.mail_on:
+            return MAIL_OFF if reply else MAIL_OFF_NEW
+        return NO_MAILBOX if reply else NO_MAILBOX_NEW
 
 
 @dataclass
@@ -80,7 +90,9 @@ class Sent:
 def screen(session: Session, actor: Membership) -> Screen:
     """The actor's sending link (a link that needs 再認証 cannot send) and the account's templates."""
     link = live_link(session, actor.id)
-    return Screen(link, link is not None and link.state != LinkState.REAUTH, templates_for(session, actor.account_id))
+    mail_on = is_enabled(session, actor.account_id)
+    return Screen(link, mail_on and link is not None and link.state != LinkState.REAUTH,
+                  templates_for(session, actor.account_id), mail_on)
 
 
 def reply_start(session: Session, actor: Membership, original: MailMessage,

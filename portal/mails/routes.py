@@ -179,7 +179,7 @@ def reply(message_id: int):
     if form.action.data == "insert_template":
         _insert_template(form, membership, compose.reply_customer(original, form.to.data or ""))
     elif not page.can_send:
-        status, error = 409, compose.NO_MAILBOX
+        status, error = 409, page.refusal(reply=True)
     elif not form.validate():
         status = 422
     else:
@@ -219,7 +219,7 @@ def new_mail():
     if form.action.data == "insert_template":
         _insert_template(form, membership, customer, new_mail=True)
     elif not page.can_send:
-        status, error = 409, compose.NO_MAILBOX_NEW
+        status, error = 409, page.refusal(reply=False)
     elif not form.validate() or customer is None:
         if customer is None and not form.customer_id.errors:
             form.customer_id.errors.append("宛先の顧客を選んでください。")

@@ -259,6 +259,7 @@ def test_reply_screen_prefills_customer_subject_and_quote(client, auth):
 def test_reply_without_a_linked_mailbox_explains_and_points_to_linking(client, auth):
     """No link: a clear message, a link to メールボックス連携, and a send is refused with 409."""
     account, owner = make_account()
+    enable_email(account, owner)  # with メール off the screen says the feature is off instead
     message = make_message(account, [make_customer(account)])
     auth.login_member(owner)
     page = client.get(f"/mails/{message.id}/reply").get_data(as_text=True)

@@ -122,3 +122,38 @@ def test_forbidden_change_says_operation_and_forbidden_view_says_viewing(client,
         assert "操作権限がありません" in text and "閲覧" not in text
     viewing = client.get("/settings/audit")
     assert viewing.status_code == 403 and "閲覧権限がありません" in viewing.get_data(as_text=True)
+
+
+def test_reply_screen_never_names_an_environment_variable(client, auth):
+    """Without tracking configured: 「開封・クリックの計測は管理者の設定後に有効になります」, no variable name."""
+    account, owner = make_account()
+    enable_email(account, owner)
+    make_link(owner)
+    customer = make_customer(account)
+    message = make_message(account, [customer])
+    auth.login_member(owner)
+    for path in (f"/mails/{message.id}/reply", f"/mails/new?customer={customer.id}"):
+        page = BeautifulSoup(client.get(path).get_data(as_text=True), "html.parser")
+        text = page.select_one("main").get_text(" ", strip=True)
+        assert "開封・クリックの計測は管理者の設定後に有効になります" in text, path
+        assert not re.search(r"\b[A-Z]{2,}_[A-Z_]{2,}\b", text), path
+
+
+def test_with_mail_off_the_reply_screen_says_the_feature_is_off(client, auth):
+    """メール off: the reply and new-mail screens say the mail feature is off, not that the mailbox is unlinked."""
+    from portal.features.services import set_feature
+    from portal.models import EMAIL_FEATURE, utcnow
+    account, owner = make_account()
+    enable_email(account, owner)
+    make_link(owner)
+    customer = make_customer(account)
+    message = make_message(account, [customer])
+    set_feature(db.session, account, owner, EMAIL_FEATURE, False, utcnow())
+    auth.login_member(owner)
+    page = client.get(f"/mails/{message.id}/reply").get_data(as_text=True)
+    assert "メール機能がオフのため、返信できません" in page and "連携されていない" not in page
+    refused = client.post(f"/mails/{message.id}/reply", data={"to": customer.email, "subject": "Re", "body": "本文",
+                                                              "action": "send"})
+    assert refused.status_code == 409 and "メール機能がオフのため、返信できません" in refused.get_data(as_text=True)
+    new = client.get(f"/mails/new?customer={customer.id}").get_data(as_text=True)
+    assert "メール機能がオフのため、送信できません" in new and "連携されていない" not in new
