@@ -148,7 +148,7 @@ def test_with_mail_off_the_reply_screen_says_the_feature_is_off(client, auth):
     make_link(owner)
     customer = make_customer(account)
     message = make_message(account, [customer])
-    set_feature(db.session, account, owner, EMAIL_FEATURE, False, utcnow())
+    set_feature(db.session, owner, EMAIL_FEATURE, False, utcnow())
     auth.login_member(owner)
     page = client.get(f"/mails/{message.id}/reply").get_data(as_text=True)
     assert "メール機能がオフのため、返信できません" in page and "連携されていない" not in page
