@@ -610,7 +610,8 @@ def sync_link(session: Session, link: MailboxLink, connect: Callable[[MailboxLin
         client.close()
     link.state, link.failure_count, link.next_attempt_at = LinkState.ACTIVE, 0, None
     link.last_synced_at = now()
-    _prune_import_log(session, link.id, config.import_log_keep)
+    if result.excluded or result.too_large:  # only a pass that added to the import log can make it too long
+        _prune_import_log(session, link.id, config.import_log_keep)
     session.commit()
     return result
 
