@@ -160,3 +160,14 @@ def test_deleting_a_tracked_sent_mail_warns_that_its_links_stop_working(client, 
     assert client.post(f"/mails/{sent.id}/delete").status_code == 302
     assert client.get(CLICK_PATH + token).status_code == 404
     assert (count(TrackedLink), count(TrackingEvent)) == (0, 0)
+
+
+def test_a_deleted_message_is_gone_from_text_search(client, auth):
+    """The text search index (FTS5 on SQLite, trigram on PostgreSQL) forgets the deleted message."""
+    _, owner, first, _, lone = seed_thread()
+    auth.login_member(owner)
+    assert "お見積りのお願い" in client.get("/mails?q=お見積り").get_data(as_text=True)
+    client.post(f"/mails/{first.id}/delete-thread")
+    found = client.get("/mails?q=お見積り")
+    assert found.status_code == 200 and "お見積りのお願い" not in found.get_data(as_text=True)
+    assert "別件のご相談" in client.get("/mails?q=別件").get_data(as_text=True)
