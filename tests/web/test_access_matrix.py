@@ -123,6 +123,8 @@ CASES = [
     Case("GET", "/accounts/select", ALL),
     Case("POST", "/accounts/select", only(EVERYONE, 422), {"membership_id": ""}),
     Case("POST", "/accounts/invitations/{my_invitation}/decline", only(EVERYONE, 302), prepare=invitation_to_me),
+    # An invitation addressed to someone else does not exist for the signed-in person.
+    Case("POST", "/accounts/invitations/{invitation}/decline", only(EVERYONE, 404)),
     Case("GET", "/invitations/{invitation_token}", public(200), prepare=invitation_link),
     Case("POST", "/invitations/{invitation_token}", public(422), {"password": ""}, prepare=invitation_link),
     Case("GET", "/password/reset/{reset_token}", public(200), prepare=reset_link),
