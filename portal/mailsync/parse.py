@@ -5,6 +5,7 @@ import email.policy
 import io
 import mimetypes
 import re
+import secrets
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -247,8 +248,10 @@ def _default_name(content_type: str, number: int) -> str:
 class _Walk:
     """One iterative pass over the MIME tree, collecting bodies and attachments."""
 
-    def __init__(self, result: ParsedMessage, hint: str | None, deadline: float):
+    def __init__(self, result: ParsedMessage, hint: str | None, deadline: float,
+                 set_aside: dict[str, memoryview] | None = None):
         self.result, self.hint, self.deadline = result, hint, deadline
+        self.set_aside = set_aside or {}  # base64 runs the parser never saw, by their marker (_set_aside_big_runs)
         self.texts: list[str] = []
         self.htmls: list[str] = []
 
@@ -289,11 +292,11 @@ class _Walk:
             _flag(self.result, "header_decode")
         cte = (_first(part, "Content-Transfer-Encoding") or "").lower()
         if content_type.startswith("message/") or part.is_multipart():
-            self.attach(part, content_type, filename, disposition, _message_bytes(part, cte))
+            self.attach(part, content_type, filename, disposition, self.restored(_message_bytes(part, cte)))
             return []
         if content_type.startswith("multipart/"):  # a multipart without a usable boundary: its text is all we have
             content_type = "text/plain"
-        payload = part.get_payload(decode=True) or b""
+        payload = self.payload(part, cte)
         if content_type in ("text/plain", "text/html") and disposition != "attachment" and not filename:
             text, bad = decode_text(payload, part.get_content_charset())
             if bad:
@@ -303,6 +306,34 @@ class _Walk:
         elif not (parent_type == "multipart/alternative" and content_type in SKIPPED_ALTERNATIVES):
             self.attach(part, content_type, filename, disposition, payload)
         return []
+
+    def payload(self, part: Message, cte: str) -> bytes:
+        """The part's decoded body; a base64 body that was set aside is decoded straight from the raw bytes."""
+        text = part.get_payload()
+        for marker, run in self.set_aside.items() if isinstance(text, str) else ():
+            if marker not in text:
+                continue
+            if cte == "base64" and text.startswith(marker):
+                # The run is whole 4-character groups without padding: it decodes on its own, exactly as within the
+                # whole body, and the stdlib decodes the short rest (padding and its defects as before).
+                part.set_payload(text[len(marker):].lstrip("\r\n"))
+                defects = len(part.defects)
+                try:
+                    rest = part.get_payload(decode=True) or b""
+                    if len(part.defects) == defects:
+                        return binascii.a2b_base64(run) + rest
+                except Exception:  # noqa: BLE001 - handled below
+                    pass
+                del part.defects[defects:]  # a rest with defects: the whole body goes the stdlib's way
+            part.set_payload(_put_back(text.encode("ascii", "surrogateescape"), marker, run)
+                             .decode("ascii", "surrogateescape"))  # anywhere else: the stdlib's way
+        return part.get_payload(decode=True) or b""
+
+    def restored(self, data: bytes) -> bytes:
+        """Bytes regenerated from the tree (an attached message) with the set-aside runs back in place."""
+        for marker, run in self.set_aside.items():
+            data = _put_back(data, marker, run)
+        return data
 
     def attach(self, part: Message, content_type: str, filename: str | None, disposition: str | None,
                content: bytes) -> None:
@@ -358,6 +389,53 @@ def _cleaned(result: ParsedMessage) -> ParsedMessage:
     return cleaned
 
 
+# A body that starts with at least this many lines of whole base64 groups (about 1 MB) is set aside before parsing:
+# the stdlib parser holds every line of a body as its own string, about 7 times the message's size at its peak.
+BIG_RUN_LINES = 13_000
+_BODY_START = re.compile(rb"\n\r?\n")
+_BASE64_LINE = re.compile(rb"(?:[A-Za-z0-9+/]{4}){15,19}\r?\n")  # whole groups, no padding: 60 to 76 characters
+
+
+def _base64_run_end(raw: bytes, start: int) -> int:
+    """Where the run of whole-group base64 lines starting at `start` ends (a line at a time: no regex backtracking
+    state for hundreds of thousands of lines)."""
+    position, match = start, _BASE64_LINE.match(raw, start)
+    while match:
+        position = match.end()
+        match = _BASE64_LINE.match(raw, position)
+    return position
+
+
+def _put_back(data: bytes, marker: str, run: memoryview) -> bytes:
+    """The set-aside run in place of its marker line (the line's CRLF is the run's last one)."""
+    if marker.encode() + b"\r\n" in data:
+        return data.replace(marker.encode() + b"\r\n", bytes(run))
+    return data.replace(marker.encode(), bytes(run).removesuffix(b"\r\n").removesuffix(b"\n"))
+
+
+def _set_aside_big_runs(raw: bytes) -> tuple[bytes, dict[str, memoryview]]:
+    """The message with each big base64 run at the start of a body replaced by a marker line, and the runs."""
+    if len(raw) < BIG_RUN_LINES * 60:
+        return raw, {}
+    token = secrets.token_hex(12)
+    pieces, set_aside, position, view = [], {}, 0, memoryview(raw)
+    for blank in _BODY_START.finditer(raw):
+        start = blank.end()
+        if start < position:
+            continue
+        end = _base64_run_end(raw, start)
+        if raw.count(b"\n", start, end) < BIG_RUN_LINES:
+            continue
+        marker = f"SETASIDE{token}N{len(set_aside)}"
+        pieces += [view[position:start], marker.encode() + b"\r\n"]
+        set_aside[marker] = view[start:end]
+        position = end
+    if not set_aside:
+        return raw, {}
+    pieces.append(view[position:])
+    return b"".join(pieces), set_aside
+
+
 def parse_message(raw: bytes, time_budget: float = 2.0) -> ParsedMessage:
     """Parse one message; never raises: whatever could not be read is listed in `defects`."""
     deadline = time.perf_counter() + time_budget
@@ -367,14 +445,15 @@ def parse_message(raw: bytes, time_budget: float = 2.0) -> ParsedMessage:
         if repaired:
             _flag(result, "structure")
         try:
-            root, walk = email.message_from_bytes(raw, policy=_RAW), True
+            reduced, set_aside = _set_aside_big_runs(raw)
+            root, walk = email.message_from_bytes(reduced, policy=_RAW), True
         except Exception:  # noqa: BLE001 - e.g. RecursionError on thousands of nested parts: keep the headers
-            root, walk = BytesHeaderParser(policy=_RAW).parsebytes(raw), False
+            root, walk, set_aside = BytesHeaderParser(policy=_RAW).parsebytes(raw), False, {}
             _flag(result, "structure")
         hint = _charset_hint(root)
         _read_headers(root, result, hint)
         if walk:
-            _Walk(result, hint, deadline).run(root)
+            _Walk(result, hint, deadline, set_aside).run(root)
             _mark_referenced_inline(result)
     except Exception:  # noqa: BLE001 - a message must never stop an import pass; keep what was read
         _flag(result, "structure")
