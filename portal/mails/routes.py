@@ -58,9 +58,8 @@ def index():
     form.member.choices = [SelectChoice("", "すべてのユーザー")] + [SelectChoice(str(m.id), m.user.name) for m in members]
     valid = form.validate()
     filters = _filters(form, valid)
-    customer = (db.session.get(Customer, filters.customer_id) if filters.customer_id else None)
-    if customer is not None and customer.account_id != membership.account_id:
-        abort(404)
+    # Another account's customer answers like one that does not exist: 404 either way, so no id can be probed.
+    customer = get_scoped_or_404(Customer, filters.customer_id) if filters.customer_id else None
     config, number = current_app.config, requested_page()
     if filters.text.strip():
         page = services.search_page(db.session, membership.account_id, filters, number, config["PER_PAGE"],

@@ -75,11 +75,13 @@ def test_bad_filter_input_gets_a_japanese_error_and_422(client, auth):
 
 
 def test_another_accounts_customer_as_filter_is_404(client, auth):
-    """Filtering by another account's customer id reveals nothing."""
+    """Filtering by another account's customer id reveals nothing: the same 404 as an id that does not exist."""
     account, owner = make_account()
     other_account, _ = make_account()
     auth.login_member(owner)
-    assert client.get(f"/mails?customer={make_customer(other_account).id}").status_code == 404
+    elsewhere = make_customer(other_account)
+    assert client.get(f"/mails?customer={elsewhere.id}").status_code == 404
+    assert client.get(f"/mails?customer={elsewhere.id + 1000}").status_code == 404
 
 
 def test_viewing_restriction_shows_names_but_no_link_and_profile_stays_403(client, auth):
