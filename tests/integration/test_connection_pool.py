@@ -6,7 +6,8 @@ from sqlalchemy import select
 
 from portal import background
 from portal.extensions import db
-from portal.models import MailMessage
+from portal.mailbox.services import unlink_member_link
+from portal.models import MailboxLink, MailMessage, utcnow
 from tests.integration.mailbox import CUSTOMER, mail
 
 
@@ -54,3 +55,20 @@ def test_a_kept_connection_is_reused_and_reopened_after_the_server_drops_it(app,
     [fourth] = background.run_sync(app, [link_id])
     assert fourth.imported == 0 and pooled_client(app, link_id) is replacement
     assert subjects() == ["一通目", "三通目", "二通目"]
+
+
+def test_the_next_round_closes_the_connection_of_an_unlinked_mailbox(app, mailbox, pki, dovecot, smtp_ssl):
+    """The scheduler's round keeps connections only for links that still sync: unlinking closes the session."""
+    app.config.update(MAIL_CA_FILE=str(pki.ca_file), MAIL_EXTRA_PORTS=[dovecot.imaps_port, smtp_ssl.port])
+    link_id = mailbox.link.id
+    background.run_sync(app)
+    kept = pooled_client(app, link_id)
+    assert kept is not None
+    unlink_member_link(db.session, mailbox.member, db.session.get(MailboxLink, link_id), utcnow())
+    assert background.run_sync(app) == []
+    assert pooled_client(app, link_id) is None and background.connection_pool(app).open_count == 0
+    try:
+        kept.noop()
+    except Exception:  # noqa: BLE001 - closed, as it should be
+        return
+    raise AssertionError("the unlinked mailbox's session is still open")
