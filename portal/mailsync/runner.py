@@ -1,4 +1,5 @@
 """Running passes over many links: which are due, connecting with the provider's credentials, a bounded pool, leases."""
+import bisect
 import logging
 import os
 import secrets
@@ -239,12 +240,18 @@ def sync_due(scope: SessionScope, connect: Connect, now: Callable[[], datetime],
     def work_through(phase: int, among: list[int] | None) -> None:
         while True:
             with cursor_lock:
+                # A window of the kept links past the cursor, not all of them: a thousand ids bound to every
+                # claim cost more than the claim.
+                window = None if among is None else \
+                    among[bisect.bisect_right(among, cursors[phase]):][:claim_batch * 4]
+                if window == []:
+                    return
                 with scope() as session:
                     claimed, last_id = claim_due_links(session, now(), config.lease_seconds, cursors[phase],
-                                                       synced_before, claim_batch, among)
-                if last_id is None:
+                                                       synced_before, claim_batch, window)
+                if last_id is None and window is None:
                     return
-                cursors[phase] = last_id
+                cursors[phase] = last_id if last_id is not None else window[-1]
             claimed_at = now()
             for link_id, token in claimed:
                 still_ours = True
