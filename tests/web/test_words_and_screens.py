@@ -157,3 +157,13 @@ def test_with_mail_off_the_reply_screen_says_the_feature_is_off(client, auth):
     assert refused.status_code == 409 and "メール機能がオフのため、返信できません" in refused.get_data(as_text=True)
     new = client.get(f"/mails/new?customer={customer.id}").get_data(as_text=True)
     assert "メール機能がオフのため、送信できません" in new and "連携されていない" not in new
+
+
+def test_smtp_without_auth_box_says_when_it_may_be_chosen(client, auth):
+    """The link form's SMTP認証なし box carries its rule (TLS only) before anything is sent."""
+    account, owner = make_account()
+    enable_email(account, owner)
+    auth.login_member(owner)
+    page = BeautifulSoup(client.get("/settings/mailbox").get_data(as_text=True), "html.parser")
+    box = page.find(id="smtp_no_auth").find_parent(class_="form-check")
+    assert "SSL/TLS か STARTTLS で接続する場合だけ選べます" in box.get_text()
