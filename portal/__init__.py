@@ -8,12 +8,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from portal import passwords
 from portal.config import load_settings, secure_instance_files, secure_instance_folder
 from portal.extensions import csrf, db, limiter, login_manager, migrate
+from portal.mailsync.memory import keep_big_buffers_out_of_the_heap
 from portal.mailsync.network import parse_networks
 
 
 def create_app(config: dict | None = None) -> Flask:
     """Build a configured portal application."""
     app = Flask(__name__, instance_path=os.environ.get("PORTAL_INSTANCE_PATH") or None)
+    keep_big_buffers_out_of_the_heap()  # import passes hold 25 MB messages: the RSS must fall back after each
     secure_instance_folder(app.instance_path)
     app.config.update(load_settings(app.instance_path))
     if config:
