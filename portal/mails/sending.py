@@ -25,6 +25,7 @@ from portal.mailsync.credentials import CredentialsProvider
 from portal.mailsync.headers import decode_header_value, normalise_subject
 from portal.models import (Customer, Direction, FolderRole, LinkState, MailAttachment, MailboxLink, MailCustomer,
                            MailMessage, MailSource, MailThread, Membership, TrackedLink, utcnow)
+from portal.scoping import for_account
 from portal.tracking.tokens import CLICK_PATH, OPEN_PATH, click_token, new_tracking_id, open_token
 
 URL_PATTERN = re.compile(r"https?://[^\s<>\"'（）「」、。]+", re.IGNORECASE)
@@ -167,8 +168,8 @@ def send_mail(session: Session, member: Membership, outgoing: Outgoing, env: Sen
     sent_at = env.now()
     domain = link.email.rsplit("@", 1)[-1]
     message_id = f"{outgoing.compose_id}@{domain}" if outgoing.compose_id else make_msgid(domain=domain).strip("<>")
-    already = session.scalar(select(MailMessage).where(MailMessage.account_id == member.account_id,
-                                                       MailMessage.message_key == "mid:" + message_id[:240]))
+    already = session.scalar(for_account(select(MailMessage), member.account_id)
+                             .where(MailMessage.message_key == "mid:" + message_id[:240]))
     if already is not None:
         raise AlreadySent(already)
     # Credentials before the first write: an OAuth2 refresh commits the rotated token in its own transaction,
@@ -243,8 +244,8 @@ def _store_sent(session: Session, member: Membership, link: MailboxLink, outgoin
                        inline=False, content=file.content) for file in outgoing.attachments)
     session.add(message)
     # Only To makes it a customer's mail, as the import rules say: Cc never does.
-    customers = session.scalars(select(Customer.id).where(
-        Customer.account_id == member.account_id, Customer.email == to.addr_spec, Customer.deleted_at.is_(None)))
+    customers = session.scalars(for_account(select(Customer.id), member.account_id, Customer).where(
+        Customer.email == to.addr_spec, Customer.deleted_at.is_(None)))
     message.customer_links.extend(MailCustomer(customer_id=customer_id) for customer_id in customers)
     return message
 

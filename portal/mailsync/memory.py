@@ -18,7 +18,7 @@ def keep_big_buffers_out_of_the_heap() -> bool:
     try:
         libc = ctypes.CDLL(name)
         mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # noqa: B018 - present only in glibc, whose mallopt numbers these are
+        libc.gnu_get_libc_version  # present only in glibc, whose mallopt numbers these are
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
