@@ -245,13 +245,17 @@ class Loader:
         self.connection.close()
 
     def load(self, model, rows) -> None:
-        """Insert dict rows (keys: every column of the model's table)."""
-        columns = [column.name for column in model.__table__.columns]
+        """Insert dict rows; a column a row leaves out gets its scalar default, or NULL (a cache column, say)."""
+        table_columns = list(model.__table__.columns)
+        columns = [column.name for column in table_columns]
+        missing = {column.name: column.default.arg if column.default is not None and column.default.is_scalar else None
+                   for column in table_columns}
         names = ", ".join(f'"{name}"' for name in columns)
         cursor = self.connection.cursor()
         batch = []
         for row in rows:
-            batch.append(tuple(driver_value(row[name], self.dialect) for name in columns))
+            batch.append(tuple(driver_value(row[name] if name in row else missing[name], self.dialect)
+                               for name in columns))
             if len(batch) == CHUNK:
                 self._write(cursor, model.__tablename__, names, len(columns), batch)
                 batch = []
