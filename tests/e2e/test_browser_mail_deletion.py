@@ -53,7 +53,7 @@ def test_manager_deletes_a_message_then_the_thread(live_server, tmp_path):
         page.get_by_role("button", name="はい、削除します").click()
         expect(page.locator("h1")).to_have_text("送受信メール")
         expect(page.get_by_role("alert")).to_contain_text("メールを1件削除しました。")
-        expect(page.get_by_role("link", name=OTHER)).to_be_visible()
+        expect(page.get_by_role("link", name=OTHER, exact=True)).to_be_visible()
         expect(page.get_by_role("link", name=FIRST, exact=True)).to_have_count(0)
         keep_screenshot(page, tmp_path / "mail-list-after-delete.png")
     assert_only_portal(requests, errors, base_url)

@@ -200,7 +200,7 @@ def test_reply_with_template_and_see_it_in_the_thread(mail_portal, dovecot, pki,
         log_in(page, base_url, MEMBER_EMAIL, PASSWORD)
         page.get_by_role("navigation").get_by_text("送受信メール", exact=True).click()
         expect(page.locator("h1")).to_have_text("送受信メール")
-        page.get_by_role("link", name=RECEIVED_SUBJECT).click()
+        page.get_by_role("link", name=RECEIVED_SUBJECT, exact=True).click()
         expect(page.locator("h1")).to_have_text(RECEIVED_SUBJECT)
         expect(page.locator(".mail-text")).to_contain_text("見積書をお送りください。")
 
