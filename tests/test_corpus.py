@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from portal.mailsync.headers import Address
+from email.parser import BytesParser
+from email.policy import compat32
+
+from portal.mailsync.headers import Address, parse_addresses, parse_emails
 from portal.mailsync.parse import parse_message
 from tests.mailtext import assert_clean
 
@@ -49,6 +52,20 @@ def test_every_corpus_message_parses_cleanly(path):
     assert all(a.size == len(a.content) for a in parsed.attachments)
     assert all(a.email == a.email.lower() for a in parsed.from_ + parsed.to + parsed.cc + parsed.bcc)
     assert parsed.date is None or parsed.date.tzinfo is not None
+
+
+def test_rules_address_only_parse_agrees_on_every_corpus_header():
+    """The import rules skip decoding display names; they must still see exactly the addresses the full parse sees."""
+    require_corpus()
+    compared = 0
+    for path in FILES:
+        headers = BytesParser(policy=compat32).parsebytes(path.read_bytes(), headersonly=True)
+        for name in ("from", "to", "cc", "bcc"):
+            for value in headers.get_all(name, []):
+                value = str(value)
+                assert parse_emails(value) == [a.email for a in parse_addresses(value)], (path.name, value)
+                compared += 1
+    assert compared > len(FILES)
 
 
 def test_whole_corpus_in_bounded_time():

@@ -164,8 +164,9 @@ def _address_tokens(value: str):
         position = match.end()
 
 
-def _mailbox(words: list[str], angle: str | None, comments: list[str], hint: str | None) -> tuple[Address | None, bool]:
-    """One mailbox from its tokens, or None when it holds no address."""
+def _mailbox(words: list[str], angle: str | None, comments: list[str], hint: str | None,
+             names: bool = True) -> tuple[Address | None, bool]:
+    """One mailbox from its tokens, or None when it holds no address; names=False leaves the name undecoded."""
     if angle is not None:
         address, name = angle, "".join(words)
     else:  # addr-spec form; an old-style "(Name)" comment is the only name it has
@@ -179,12 +180,14 @@ def _mailbox(words: list[str], angle: str | None, comments: list[str], hint: str
     if "@" not in address and not (angle and address):
         return None, False
     address, bad_address = _decode_raw_text(address, hint)
+    if not names:
+        return Address("", address.lower()), bad_address
     name, bad_name = decode_header(name.strip(), hint)
     return Address(squash(name), address.lower()), bad_address or bad_name
 
 
-def decode_addresses(value: str, hint: str | None = None) -> tuple[list[Address], bool]:
-    """Parse an address list; returns (addresses, defect)."""
+def decode_addresses(value: str, hint: str | None = None, names: bool = True) -> tuple[list[Address], bool]:
+    """Parse an address list; returns (addresses, defect). names=False skips decoding display names."""
     found, defect = [], False
     words: list[str] = []
     comments: list[str] = []
@@ -193,7 +196,7 @@ def decode_addresses(value: str, hint: str | None = None) -> tuple[list[Address]
         if kind == "special" and token == ":" and angle is None:
             words = []  # a group's display name ("unlisted-recipients:") is not a person
         elif kind == "special":
-            address, bad = _mailbox(words, angle, comments, hint)
+            address, bad = _mailbox(words, angle, comments, hint, names)
             if address is not None:
                 found.append(address)
             defect |= bad
@@ -213,6 +216,18 @@ def parse_addresses(value: str) -> list[Address]:
     """Parse an address-list header value (raw, encoded words allowed); never raises."""
     try:
         return [Address(clean(a.name), clean(a.email)) for a in decode_addresses(value or "")[0]]
+    except Exception:  # noqa: BLE001 - an address header must never stop an import
+        return []
+
+
+def parse_emails(value: str) -> list[str]:
+    """Only the addresses of an address-list header, exactly as parse_addresses finds them; never raises.
+
+    The import rules run on every fetched message and compare addresses only: decoding each display name
+    (ISO-2022-JP and friends) was most of their cost.
+    """
+    try:
+        return [clean(a.email) for a in decode_addresses(value or "", names=False)[0]]
     except Exception:  # noqa: BLE001 - an address header must never stop an import
         return []
 

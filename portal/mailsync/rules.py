@@ -3,7 +3,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from portal.mailsync.headers import parse_addresses
+from portal.mailsync.headers import parse_emails
 
 
 class Exclusion(str, enum.Enum):
@@ -73,7 +73,7 @@ class Decision:
 
 def addresses(header_value: str) -> list[str]:
     """The addresses in a header, lower-cased (a linear parser: getaddresses recurses to death on some headers)."""
-    return [address.email for address in parse_addresses(header_value or "") if "@" in address.email]
+    return [email for email in parse_emails(header_value or "") if "@" in email]
 
 
 def whole_seconds(moment: datetime) -> datetime:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from portal.mailsync.headers import Address, decode_header_value, normalise_subject, parse_addresses
+from portal.mailsync.headers import Address, decode_header_value, normalise_subject, parse_addresses, parse_emails
 from portal.mailsync.parse import ParsedMessage, parse_message
 from tests.mailtext import assert_clean, jis
 
@@ -94,8 +94,9 @@ def test_display_names_decoded_and_addresses_lower_cased():
     ("mailto:Someone@Example.jp", ["someone@example.jp"]),
 ])
 def test_parse_addresses_never_raises(value, expected):
-    """Groups, garbage and empty values give a list, never an exception."""
+    """Groups, garbage and empty values give a list, never an exception; the rules' address-only parse agrees."""
     found = parse_addresses(value)
+    assert parse_emails(value) == [a.email for a in found]
     if expected and "\udcff" in expected[0]:
         assert len(found) == 1 and "@" in found[0].email and "\x00" not in found[0].email
         found[0].email.encode("utf-8")
