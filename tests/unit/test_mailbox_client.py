@@ -4,7 +4,7 @@ import imaplib
 import pytest
 from imapclient import IMAPClient
 
-from portal.mailsync.client import ImapMailboxClient
+from portal.mailsync.client import HEADER_KEY, ImapMailboxClient, _envelopes_of_usual_shape
 from portal.mailsync.connection import MailboxError
 
 
@@ -12,14 +12,15 @@ class BrokenServer:
     """An IMAPClient stand-in whose every command fails the way a dying server makes imapclient fail."""
 
     def __init__(self, error: Exception):
-        """Fail every command with this error."""
+        """Fail every command with this error (the envelope FETCH goes through imaplib's command directly)."""
         self.error = error
+        self._imap = self
 
     def select_folder(self, *args, **kwargs):
         """EXAMINE fails."""
         raise self.error
 
-    fetch = search = folder_status = select_folder
+    fetch = search = folder_status = _command = select_folder
 
 
 @pytest.mark.parametrize("error, words", [
@@ -115,3 +116,26 @@ def test_password_links_do_not_log_in_again_on_an_expiry_message():
     with pytest.raises(MailboxError) as raised:
         ImapMailboxClient(ExpiringServer(expire_after=0)).fetch_raw([1])
     assert raised.value.code == "server_error"
+
+
+LINE = b'7 (UID 42 RFC822.SIZE 1234 INTERNALDATE " 7-Dec-2026 13:40:00 +0900" ' + HEADER_KEY + b" {11}"
+
+
+@pytest.mark.parametrize("lines", [
+    [(LINE, b"From: a@b\r\n"), b")", b"8 (UID 43 FLAGS (\\Seen))"],  # an unsolicited FLAGS update
+    [(LINE, b"From: a@b\r\n"), b")", b"9 (UID 44 RFC822.SIZE 0 INTERNALDATE \"01-Jan-1970 00:00:00 +0000\" "
+     + HEADER_KEY + b" NIL)"],  # expunged meanwhile
+    [(LINE.replace(b"UID 42 RFC822.SIZE 1234", b"RFC822.SIZE 1234 UID 42"), b"From: a@b\r\n"), b")"],  # other order
+    [(LINE, b"From: a@b\r\n"), b" FLAGS (\\Seen))"],
+])
+def test_an_unusual_envelope_answer_goes_to_the_general_parser(lines):
+    """Only the exact usual shape is read by the fast reader; anything else is left to imapclient's parser."""
+    assert _envelopes_of_usual_shape(lines) is None
+
+
+def test_the_usual_envelope_answer_keeps_the_servers_zone():
+    """UID, size, arrival time with its zone, and the header literal as bytes; no FETCH line at all is no mail."""
+    [envelope] = _envelopes_of_usual_shape([(LINE, b"From: a@b\r\n"), b")"])
+    assert (envelope.uid, envelope.size, envelope.headers) == (42, 1234, b"From: a@b\r\n")
+    assert envelope.internal_date.isoformat() == "2026-12-07T13:40:00+09:00"
+    assert _envelopes_of_usual_shape([None]) == []
