@@ -29,6 +29,32 @@ def _jis_to_sjis(first: int, second: int) -> bytes:
     return bytes((high, low))
 
 
+def _jis_to_cp932_bytes(chunk: bytes) -> bytes:
+    """A run of JIS X 0208 pairs as Shift_JIS bytes, pair by pair (slow, but cp932 then knows NEC/IBM rows)."""
+    return b"".join(_jis_to_sjis(chunk[i], chunk[i + 1]) for i in range(0, len(chunk), 2))
+
+
+_SET_HIGH_BIT = bytes(byte | 0x80 for byte in range(256))
+_JIS_PAIRS = re.compile(rb"(?:[\x21-\x7e][\x21-\x7e])*")
+# The six characters where the JIS standard table (Python's euc_jp) and Microsoft's cp932 disagree; Japanese
+# mailers mean cp932's. A test compares every one of the 94 x 94 pairs with the cp932 route.
+_TO_CP932 = str.maketrans({"\u301c": "\uff5e", "\u2016": "\u2225", "\u2212": "\uff0d", "\u00a2": "\uffe0",
+                           "\u00a3": "\uffe1", "\u00ac": "\uffe2"})
+
+
+def _decode_jis0208_fast(chunk: bytes) -> str | None:
+    """JIS X 0208 pairs decoded in C (as EUC-JP), or None for NEC/IBM rows and broken runs (the cp932 route).
+
+    Pair-by-pair conversion in Python was the biggest cost of reading ISO-2022-JP headers and bodies.
+    """
+    if not _JIS_PAIRS.fullmatch(chunk):
+        return None
+    try:
+        return chunk.translate(_SET_HIGH_BIT).decode("euc_jp").translate(_TO_CP932)
+    except UnicodeDecodeError:
+        return None
+
+
 def _decode_double(chunk: bytes, mode: bytes) -> tuple[str, bool]:
     """Decode a run of two-byte JIS characters; returns (text, had_errors)."""
     if len(chunk) % 2:
@@ -36,7 +62,10 @@ def _decode_double(chunk: bytes, mode: bytes) -> tuple[str, bool]:
     else:
         tail_bad = False
     if mode in (b"$@", b"$B"):
-        raw = b"".join(_jis_to_sjis(chunk[i], chunk[i + 1]) for i in range(0, len(chunk), 2))
+        fast = _decode_jis0208_fast(chunk)
+        if fast is not None:
+            return fast + ("\ufffd" if tail_bad else ""), tail_bad
+        raw = _jis_to_cp932_bytes(chunk)
         codec = "cp932"
     elif mode == b"$(D":  # JIS X 0212 lives behind 0x8F in EUC-JP
         raw = b"".join(b"\x8f" + bytes((chunk[i] | 0x80, chunk[i + 1] | 0x80)) for i in range(0, len(chunk), 2))

@@ -1,7 +1,8 @@
 """Japanese mail text decodes as Japanese mail clients meant it."""
 import pytest
 
-from portal.mailsync.charsets import clean, decode_iso2022jp, decode_text
+from portal.mailsync.charsets import (_decode_double, _decode_jis0208_fast, _jis_to_cp932_bytes, clean,
+                                     decode_iso2022jp, decode_text)
 from tests.mailtext import ESC_ASCII, ESC_KANA, jis
 
 
@@ -51,3 +52,27 @@ def test_undecodable_bytes_are_replaced_and_flagged():
 def test_nul_and_surrogates_never_reach_the_database():
     """NUL bytes and lone surrogates are removed before storage."""
     assert clean("a\x00b\udce2c") == "ab?c"
+
+
+def test_every_jis_x0208_pair_decodes_as_the_cp932_route_decodes_it():
+    """The fast EUC-JP route and the pair-by-pair cp932 route agree on all 94 x 94 pairs, runs and odd runs."""
+    for first in range(0x21, 0x7F):
+        row = b"".join(bytes((first, second)) for second in range(0x21, 0x7F))
+        expected = _jis_to_cp932_bytes(row).decode("cp932", errors="replace")
+        assert _decode_double(row, b"$B")[0] == expected == _decode_double(row, b"$@")[0]
+        if _decode_jis0208_fast(row) is not None:
+            assert _decode_jis0208_fast(row) == expected
+    assert _decode_jis0208_fast(b"\x30\x21\x30\x22") == "亜唖"
+    assert _decode_jis0208_fast(b"\x2d\x21") is None  # NEC row 13 (①) goes the cp932 way
+    assert _decode_double(b"\x2d\x21\x21\x41", b"$B") == ("①～", False)
+    assert _decode_double(b"\x30\x21\x30", b"$B") == ("亜\ufffd", True)
+    assert _decode_jis0208_fast(b"\x30\x21 \x30") is None
+
+
+def test_pairs_decode_one_by_one_the_same_as_in_a_run():
+    """Each pair alone (slow route for NEC/IBM rows included) equals its place in the run."""
+    for first in range(0x21, 0x7F):
+        for second in range(0x21, 0x7F):
+            pair = bytes((first, second))
+            slow = _jis_to_cp932_bytes(pair).decode("cp932", errors="replace")
+            assert _decode_double(pair, b"$B") == (slow, "\ufffd" in slow)
