@@ -27,6 +27,7 @@ lint_status=0
 "$VENV/bin/ruff" check "$ROOT" || lint_status=$?
 
 PYTEST_ARGS=("$@")
-run_suite "SQLite" env -u TEST_DATABASE_URL
+# The SQLite pass still runs the few PostgreSQL-only tests (row locks) on a database of their own there.
+run_suite "SQLite" env -u TEST_DATABASE_URL TEST_POSTGRES_URL="$PG_URL"
 run_suite "PostgreSQL" env TEST_DATABASE_URL="$PG_URL"
 if [ "$lint_status" != 0 ]; then echo "ruff check found problems (listed at the start)." >&2; exit 1; fi

@@ -35,19 +35,38 @@ def database_url(tmp_path_factory):
     """A fresh database for this test run, with the schema built by the real migrations."""
     server_url = os.environ.get("TEST_DATABASE_URL")
     if server_url:
-        url = make_url(normalise_database_url(server_url))
-        name = f"portal_test_{uuid.uuid4().hex[:12]}"
-        admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        test_url = url.set(database=name).render_as_string(hide_password=False)
-    else:
-        test_url = "sqlite:///" + str(tmp_path_factory.mktemp("db") / "portal.db")
+        yield from fresh_postgresql_database(server_url)
+        return
+    test_url = "sqlite:///" + str(tmp_path_factory.mktemp("db") / "portal.db")
     migrate_database(test_url)
     yield test_url
-    if server_url:
+
+
+def fresh_postgresql_database(server_url: str):
+    """Create and migrate a uniquely named database on the server, yield its URL, drop it afterwards."""
+    url = make_url(normalise_database_url(server_url))
+    name = f"portal_test_{uuid.uuid4().hex[:12]}"
+    admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    test_url = url.set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate_database(test_url)
+        yield test_url
+    finally:
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgresql_url(database_url):
+    """A PostgreSQL database for what only PostgreSQL has (row locks): the suite's own on PostgreSQL, else one on
+    the server TEST_POSTGRES_URL names (scripts/test.sh passes it), so these tests run, not skip, on SQLite too."""
+    if database_url.startswith("postgresql"):
+        yield database_url
+        return
+    yield from fresh_postgresql_database(os.environ.get("TEST_POSTGRES_URL",
+                                                        "postgresql://postgres@127.0.0.1:5432/test"))
 
 
 def migrate_database(url: str) -> None:
@@ -69,6 +88,21 @@ def clear_tables() -> None:
 @pytest.fixture
 def make_app(database_url):
     """Build apps on the test database; rows and rate-limit counters are cleared afterwards."""
+    yield from app_builder(database_url)
+
+
+@pytest.fixture
+def postgresql_app(postgresql_url):
+    """Like `app`, on PostgreSQL whichever database the suite runs on."""
+    builder = app_builder(postgresql_url)
+    build = next(builder)
+    with build().app_context():
+        yield build()
+    next(builder, None)
+
+
+def app_builder(database_url: str):
+    """Yield a builder of apps on the database; afterwards clear its rows, engines and rate-limit counters."""
     apps = []
 
     def build(**overrides):

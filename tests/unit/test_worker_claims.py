@@ -20,17 +20,23 @@ from tests.fakes import FakeSmtp, environment
 CUSTOMER = "yamada@client.example"
 
 
-def is_postgresql() -> bool:
-    """Row locks (FOR UPDATE SKIP LOCKED) exist on PostgreSQL only; SQLite has one writer at a time anyway."""
-    return db.engine.dialect.name == "postgresql"
-
-
-@pytest.fixture
-def links(app):
+def due_links() -> list[MailboxLink]:
     """Three members of an account with メール on, each with a link that is due."""
     account, owner = make_account()
     enable_email(account, owner)
     return [make_link(member) for member in (owner, make_member(account, Role.USER), make_member(account, Role.USER))]
+
+
+@pytest.fixture
+def links(app):
+    """Due links on the suite's database."""
+    return due_links()
+
+
+@pytest.fixture
+def postgresql_links(postgresql_app):
+    """Due links on PostgreSQL (row locks, FOR UPDATE SKIP LOCKED, exist there only)."""
+    return due_links()
 
 
 def test_each_due_link_is_claimed_by_one_worker(links):
@@ -53,10 +59,10 @@ def test_each_due_link_is_claimed_by_one_worker(links):
     # skips what this round has passed
 
 
-def test_a_link_locked_by_another_workers_claim_is_skipped_not_waited_for(app, links):
+def test_a_link_locked_by_another_workers_claim_is_skipped_not_waited_for(postgresql_app, postgresql_links):
     """PostgreSQL: FOR UPDATE SKIP LOCKED hands out the rows another claim is not holding, at once."""
-    if not is_postgresql():
-        pytest.skip("row locks are a PostgreSQL feature; SQLite serialises writers")
+    app, links = postgresql_app, postgresql_links
+    assert db.engine.dialect.name == "postgresql"
     mine = db.session()  # the test's session: inside the scope below db.session is the other worker's
     with session_scope(app)() as other:
         other.execute(select(MailboxLink.id).where(MailboxLink.id == links[0].id).with_for_update())
@@ -119,6 +125,17 @@ def test_a_pass_that_loses_its_lease_stops_without_committing(app, links):
 
 @pytest.fixture
 def enrolments(app):
+    """Enrolments with due steps on the suite's database."""
+    return due_enrolments()
+
+
+@pytest.fixture
+def postgresql_enrolments(postgresql_app):
+    """Enrolments with due steps on PostgreSQL."""
+    return due_enrolments()
+
+
+def due_enrolments() -> list[Enrollment]:
     """Three customers of a member with a linked mailbox, each enrolled in a sequence whose steps have no wait."""
     account, owner = make_account()
     enable_email(account, owner)
@@ -142,10 +159,10 @@ def test_each_due_step_is_claimed_once(enrolments):
     assert claim_due_steps(db.session, now, 2) == []
 
 
-def test_a_step_locked_by_another_runners_claim_is_skipped_not_waited_for(app, enrolments):
+def test_a_step_locked_by_another_runners_claim_is_skipped_not_waited_for(postgresql_app, postgresql_enrolments):
     """PostgreSQL: the claim skips the enrolment another runner is claiming right now."""
-    if not is_postgresql():
-        pytest.skip("row locks are a PostgreSQL feature; SQLite serialises writers")
+    app, enrolments = postgresql_app, postgresql_enrolments
+    assert db.engine.dialect.name == "postgresql"
     mine = db.session()  # the test's session: inside the scope below db.session is the other runner's
     with session_scope(app)() as other:
         other.execute(select(Enrollment.id).where(Enrollment.id == enrolments[0].id).with_for_update())
