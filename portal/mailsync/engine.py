@@ -363,6 +363,16 @@ def _addresses_text(addresses) -> str:
     return ", ".join(f"{a.name} <{a.email}>" if a.name else a.email for a in addresses)
 
 
+def _decoded_for_log(value: str) -> str:
+    """A header decoded for the import log; senders and recipients repeat from one excluded message to the next."""
+    return _decoded_short(value) if len(value) <= 400 else decode_header_value(value)
+
+
+@functools.lru_cache(maxsize=4096)  # short values only: at most a few MB
+def _decoded_short(value: str) -> str:
+    return decode_header_value(value)
+
+
 def _log_exclusions(session: Session, link: MailboxLink, folder: MailboxFolder, batch: _Batch,
                     envelopes: dict[int, FetchedEnvelope], deleted: list[int], keep: int) -> None:
     """Remember why each fetched message stayed out (too large, or deleted in the portal before).
@@ -376,9 +386,9 @@ def _log_exclusions(session: Session, link: MailboxLink, folder: MailboxFolder, 
     for uid in sorted(reasons)[-keep:] if keep > 0 else ():
         headers = batch.headers[uid]
         rows.append(dict(link_id=link.id, folder_role=folder.role, uid=uid, reason=reasons[uid].value,
-                         subject=decode_header_value(headers.get("subject", ""))[:500],
-                         from_address=decode_header_value(headers.get("from", ""))[:500],
-                         to_addresses=decode_header_value(headers.get("to", ""))[:1000],
+                         subject=_decoded_for_log(headers.get("subject", ""))[:500],
+                         from_address=_decoded_for_log(headers.get("from", ""))[:500],
+                         to_addresses=_decoded_for_log(headers.get("to", ""))[:1000],
                          received_at=envelopes[uid].internal_date))
     if rows:
         session.execute(insert(ImportLogEntry), rows)
