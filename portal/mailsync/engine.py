@@ -11,7 +11,7 @@ from typing import Callable, Protocol
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only, selectinload
 
 from portal.mailsync.client import FetchedEnvelope, FolderInfo
 from portal.mailsync.connection import MailboxError, server_error
@@ -182,14 +182,61 @@ def _hash_key(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(stable.encode("utf-8", "replace") + b"\0" + body).hexdigest()
 
 
-def _same_message(existing: MailMessage, parsed: ParsedMessage) -> bool:
+def _same_message(existing: "_StoredMessage | _NewMessage", parsed: ParsedMessage) -> bool:
     """A reused Message-ID on different mail must not merge two messages."""
     sender = parsed.from_[0].email if parsed.from_ else ""
     return existing.from_address == sender and existing.subject == parsed.subject[:10000]
 
 
+@dataclass(frozen=True)
+class _StoredMessage:
+    """What the writer needs of a message stored before this batch (never its bodies)."""
+
+    id: int
+    from_address: str
+    subject: str
+
+
+@dataclass
+class _NewThread:
+    """A thread started in this batch: inserted before the messages, which need its id."""
+
+    subject_key: str
+    last_message_at: datetime
+    id: int | None = None
+
+
+@dataclass
+class _NewMessage:
+    """A message new in this batch: its row and attachments, inserted when the batch is written."""
+
+    row: dict
+    thread: "MailThread | _NewThread"
+    attachments: list[dict]
+    customer_ids: set[int] = field(default_factory=set)
+    id: int | None = None
+
+    @property
+    def from_address(self) -> str:
+        return self.row["from_address"]
+
+    @property
+    def subject(self) -> str:
+        return self.row["subject"]
+
+
+# What the after-import hook reads of the new messages (stop_on_customer_reply); other columns load on first use.
+_AFTER_IMPORT_COLUMNS = (MailMessage.account_id, MailMessage.direction, MailMessage.from_address,
+                         MailMessage.subject, MailMessage.received_at, MailMessage.auto_submitted)
+
+
 class _BatchWriter:
-    """Stores one batch's messages with a handful of queries: keys, sightings and threads are looked up per batch."""
+    """Stores one batch's messages with a handful of queries: keys, sightings and threads are looked up per batch.
+
+    New rows are collected in memory and written by `write` with a few multi-row INSERTs (threads, messages,
+    sightings, customer links, attachments): the ORM's unit of work would insert them one by one on SQLite and
+    spend more on its bookkeeping than the database spends on the rows.
+    """
 
     def __init__(self, session: Session, link: MailboxLink, folder: MailboxFolder, raws: dict[int, bytes],
                  customer_ids: set[int], earliest: datetime):
@@ -198,8 +245,9 @@ class _BatchWriter:
         self.earliest = earliest  # the batch's first arrival time: older threads are out of every window
         self.parsed = {uid: parse_message(raw) for uid, raw in raws.items()}
         keys = {"mid:" + p.message_id[:240] for p in self.parsed.values() if p.message_id}
-        known = for_account(select(MailMessage), link.account_id).where(MailMessage.message_key.in_(keys))
-        self.by_key = {m.message_key: m for m in session.scalars(known)} if keys else {}
+        self.by_key: dict[str, _StoredMessage | _NewMessage | None] = {
+            key: _StoredMessage(id, from_address, subject) for key, id, from_address, subject in session.execute(
+                self._stored_messages().where(MailMessage.message_key.in_(keys)))} if keys else {}
         # Read after the messages: a deletion commits its tombstone with the message's removal, so a message
         # missing above has its tombstone visible here (one found above and deleted since fails the commit).
         self.tombstoned = set(session.scalars(for_account(select(MailTombstone.message_key), link.account_id)
@@ -208,13 +256,22 @@ class _BatchWriter:
         self.seen = set(session.scalars(select(MailSource.uid).where(
             MailSource.link_id == link.id, MailSource.folder_role == folder.role,
             MailSource.uidvalidity == folder.uidvalidity, MailSource.uid.in_(list(raws)))))
-        self.threads_by_header: dict[str, MailThread] = {}
-        self.threads_by_subject: dict[tuple[str, int], MailThread] = {}
-        self.created: list[MailMessage] = []  # new this batch: a customer's reply stops their automations
+        self.threads_by_header: dict[str, MailThread | _NewThread] = {}
+        self.threads_by_subject: dict[tuple[str, int], MailThread | _NewThread] = {}
+        self.new_threads: list[_NewThread] = []
+        self.new_messages: list[_NewMessage] = []
+        self.sightings: list[tuple[_StoredMessage | _NewMessage, int]] = []  # (message, UID)
+        self.customer_links: list[tuple[_StoredMessage | _NewMessage, int]] = []  # (message, customer id)
+        self._stored_customers: dict[int, set[int]] = {}  # customers already linked to stored messages, by id
         self._stored_threads: dict[int, MailThread] = {}  # held here: the identity map alone may let them go
         self._stored_threads_by_header = self._stored_threads_by_header_of(self.parsed.values())
         self._load_threads(set(self._stored_threads_by_header.values()))
         self._stored_threads_by_subject: dict[tuple[str, int], list[tuple[datetime, int]]] | None = None
+
+    def _stored_messages(self):
+        """The columns of stored messages the writer compares and links to, in the link's account."""
+        return for_account(select(MailMessage.message_key, MailMessage.id, MailMessage.from_address,
+                                  MailMessage.subject), self.link.account_id)
 
     def _load_threads(self, thread_ids: set[int]) -> None:
         """Read the given stored threads in one query."""
@@ -265,8 +322,8 @@ class _BatchWriter:
                     return thread_id
         return None
 
-    def _key(self, parsed: ParsedMessage, raw: bytes) -> tuple[str, MailMessage | None]:
-        """The message's key in the account and the stored message with that key, if any."""
+    def _key(self, parsed: ParsedMessage, raw: bytes) -> tuple[str, _StoredMessage | _NewMessage | None]:
+        """The message's key in the account and the message with that key (stored or new in this batch), if any."""
         if parsed.message_id:
             key = "mid:" + parsed.message_id[:240]
             existing = self.by_key.get(key)
@@ -274,14 +331,15 @@ class _BatchWriter:
                 return key, existing
         key = _hash_key(raw)
         if key not in self.by_key:
-            self.by_key[key] = self.session.scalar(for_account(select(MailMessage), self.link.account_id)
-                                                   .where(MailMessage.message_key == key))
+            stored = self.session.execute(self._stored_messages().where(MailMessage.message_key == key)).first()
+            self.by_key[key] = _StoredMessage(*stored[1:]) if stored else None
             if self.session.scalar(for_account(select(MailTombstone.id), self.link.account_id)
                                    .where(MailTombstone.message_key == key)) is not None:
                 self.tombstoned.add(key)
         return key, self.by_key[key]
 
-    def _thread(self, parsed: ParsedMessage, customer_ids: tuple[int, ...], when: datetime) -> MailThread:
+    def _thread(self, parsed: ParsedMessage, customer_ids: tuple[int, ...],
+                when: datetime) -> MailThread | _NewThread:
         """References/In-Reply-To first, then the normalised subject with the same customer within a window."""
         referenced = [i[:998] for i in [parsed.in_reply_to, *parsed.references] if i]
         for message_id in referenced:
@@ -298,9 +356,22 @@ class _BatchWriter:
             thread_id = self._stored_thread_by_subject(subject_key, customer_ids, when)
             if thread_id is not None:
                 return self._stored_threads[thread_id]
-        thread = MailThread(account_id=self.link.account_id, subject_key=subject_key, last_message_at=when)
-        self.session.add(thread)
+        thread = _NewThread(subject_key, when)
+        self.new_threads.append(thread)
         return thread
+
+    def _linked_customers(self, message: _StoredMessage | _NewMessage) -> set[int]:
+        """The customers the message is linked to so far; a stored message's are read with all others found."""
+        if isinstance(message, _NewMessage):
+            return message.customer_ids
+        if message.id not in self._stored_customers:
+            ids = [m.id for m in self.by_key.values()
+                   if isinstance(m, _StoredMessage) and m.id not in self._stored_customers]
+            self._stored_customers.update((id, set()) for id in ids)
+            for message_id, customer_id in self.session.execute(
+                    select(MailCustomer.message_id, MailCustomer.customer_id).where(MailCustomer.message_id.in_(ids))):
+                self._stored_customers[message_id].add(customer_id)
+        return self._stored_customers[message.id]
 
     def store(self, uid: int, raw: bytes, decision: Decision, internal_date: datetime, too_large: bool) -> bool:
         """Store (or find) the message, record this sighting and its customers; True when newly stored."""
@@ -313,30 +384,73 @@ class _BatchWriter:
         if created:
             thread = self._thread(parsed, decision.customer_ids, internal_date)
             thread.last_message_at = max(thread.last_message_at, internal_date)
-            message = _new_message(self.link, self.folder, key, parsed, raw, internal_date, too_large)
-            message.thread = thread
-            self.session.add(message)
-            self.created.append(message)
+            message = _NewMessage(_message_row(self.link, self.folder, key, parsed, raw, internal_date, too_large),
+                                  thread, _attachment_rows(parsed))
+            self.new_messages.append(message)
             self.by_key[key] = message
             if parsed.message_id:
                 self.threads_by_header[parsed.message_id[:998]] = thread
             for customer_id in decision.customer_ids:
                 self.threads_by_subject[(thread.subject_key, customer_id)] = thread
-            known = set()
-        else:
-            known = {link.customer_id for link in message.customer_links}
-        message.customer_links.extend(MailCustomer(customer_id=c) for c in decision.customer_ids if c not in known)
+        linked = self._linked_customers(message)
+        for customer_id in decision.customer_ids:
+            if customer_id not in linked:
+                linked.add(customer_id)
+                self.customer_links.append((message, customer_id))
         if uid not in self.seen:
             self.seen.add(uid)
-            message.sources.append(MailSource(link_id=self.link.id, folder_role=self.folder.role,
-                                              uidvalidity=self.folder.uidvalidity, uid=uid))
+            self.sightings.append((message, uid))
         return created
 
+    def write(self) -> list[MailMessage]:
+        """Insert the batch's new rows; returns the new messages as the session loads them (for the hook)."""
+        if self.new_threads:
+            rows = [dict(account_id=self.link.account_id, subject_key=t.subject_key,
+                         last_message_at=t.last_message_at) for t in self.new_threads]
+            ids = self.session.scalars(insert(MailThread).returning(MailThread.id, sort_by_parameter_order=True),
+                                       rows)
+            for thread, id in zip(self.new_threads, ids, strict=True):
+                thread.id = id
+        if self.new_messages:
+            # No RETURNING: SQLite would insert one row per statement to keep ids in order. The key is unique in
+            # the account, so one SELECT gives every new message its id.
+            _insert_rows(self.session, MailMessage, [{**m.row, "thread_id": m.thread.id} for m in self.new_messages])
+            keys = [m.row["message_key"] for m in self.new_messages]
+            ids = dict(self.session.execute(for_account(select(MailMessage.message_key, MailMessage.id),
+                                                        self.link.account_id)
+                                            .where(MailMessage.message_key.in_(keys))).all())
+            for message in self.new_messages:
+                message.id = ids[message.row["message_key"]]
+        _insert_rows(self.session, MailSource, [
+            dict(message_id=message.id, link_id=self.link.id, folder_role=self.folder.role,
+                 uidvalidity=self.folder.uidvalidity, uid=uid) for message, uid in self.sightings])
+        _insert_rows(self.session, MailCustomer, [dict(message_id=message.id, customer_id=customer_id)
+                                                  for message, customer_id in self.customer_links])
+        _insert_rows(self.session, MailAttachment, [{**attachment, "message_id": message.id}
+                                                    for message in self.new_messages
+                                                    for attachment in message.attachments])
+        if not self.new_messages:
+            return []
+        return list(self.session.scalars(
+            select(MailMessage).where(MailMessage.id.in_([m.id for m in self.new_messages]))
+            .options(load_only(*_AFTER_IMPORT_COLUMNS), selectinload(MailMessage.customer_links))
+            .order_by(MailMessage.id)))
 
-def _new_message(link: MailboxLink, folder: MailboxFolder, key: str, parsed: ParsedMessage, raw: bytes,
-                 internal_date: datetime, too_large: bool) -> MailMessage:
-    """A new stored message with its attachments (inserted together at commit)."""
-    message = MailMessage(
+
+def _insert_rows(session: Session, model, rows: list[dict]) -> None:
+    """One executemany INSERT of rows that all have the same keys, nothing returned.
+
+    render_nulls keeps None values as NULL parameters: the ORM otherwise leaves them out and splits the rows into
+    one statement per combination of missing columns.
+    """
+    if rows:
+        session.execute(insert(model).execution_options(render_nulls=True), rows)
+
+
+def _message_row(link: MailboxLink, folder: MailboxFolder, key: str, parsed: ParsedMessage, raw: bytes,
+                 internal_date: datetime, too_large: bool) -> dict:
+    """The columns of a new stored message (its thread is added when the batch is written)."""
+    return dict(
         account_id=link.account_id, message_key=key, message_id_header=_cut(parsed.message_id, 998),
         in_reply_to=_cut(parsed.in_reply_to, 998), references=" ".join(parsed.references),
         direction=Direction.SENT if folder.role == FolderRole.SENT else Direction.RECEIVED,
@@ -346,11 +460,13 @@ def _new_message(link: MailboxLink, folder: MailboxFolder, key: str, parsed: Par
         cc_addresses=_addresses_text(parsed.cc), sent_at=parsed.date, received_at=internal_date,
         text_body=parsed.text, html_body=parsed.html, size_bytes=len(raw), raw=raw, too_large=too_large,
         has_defects=bool(parsed.defects), defects=",".join(parsed.defects), auto_submitted=parsed.auto_submitted)
-    message.attachments.extend(
-        MailAttachment(filename=a.filename, content_type=_cut(a.content_type, 255), size_bytes=a.size,
-                       content_id=_cut(a.content_id, 998), inline=a.inline, content=a.content)
-        for a in parsed.attachments)
-    return message
+
+
+def _attachment_rows(parsed: ParsedMessage) -> list[dict]:
+    """The columns of a new message's attachments (its id is added when the batch is written)."""
+    return [dict(filename=a.filename, content_type=_cut(a.content_type, 255), size_bytes=a.size,
+                 content_id=_cut(a.content_id, 998), inline=a.inline, content=a.content)
+            for a in parsed.attachments]
 
 
 def _cut(value: str | None, limit: int) -> str | None:
@@ -405,7 +521,7 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
     bodies = client.fetch_raw(sorted(batch.fetch))  # a message expunged in between is simply gone
     raws = {**bodies, **{uid: by_uid[uid].headers for uid in batch.too_large}}
     imported = 0
-    with session.no_autoflush:  # everything is inserted together at commit
+    with session.no_autoflush:  # stored threads' new times go out in one flush, not before each query
         customer_ids = {c for d in [*batch.fetch.values(), *batch.too_large.values()] for c in d.customer_ids}
         earliest = min((by_uid[uid].internal_date for uid in raws), default=now)
         writer = _BatchWriter(session, link, folder, raws, customer_ids, earliest)
@@ -416,7 +532,8 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
         for uid, decision in batch.too_large.items():
             too_large += writer.store(uid, raws[uid], decision, by_uid[uid].internal_date, True)
         _log_exclusions(session, link, folder, batch, by_uid, writer.deleted, config.import_log_keep)
-    after_import(session, writer.created, now)  # same transaction as the messages
+        created = writer.write()
+    after_import(session, created, now)  # same transaction as the messages
     return imported + too_large, too_large
 
 

@@ -4,11 +4,15 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from portal.extensions import db
 from portal.mailbox.credentials import StoredPasswords
 from portal.mailsync.connection import ConnectionPolicy
+from portal.mails import search
+from portal.mailsync import engine
 from portal.mailsync.engine import EngineConfig
+from portal.mailsync.parse import parse_message
 from portal.mailsync.runner import connector
 from portal.models import Direction, ImportLogEntry, LinkState, MailCustomer, MailMessage, MailSource, Role, utcnow
 from portal.secretbox import SecretBox
@@ -109,6 +113,30 @@ def test_group_address_linked_twice_is_stored_once_with_two_sources(account, dov
     first.sync(), second.sync()
     [message] = stored()
     assert db.session.scalar(select(func.count(MailSource.id)).where(MailSource.message_id == message.id)) == 2
+
+
+def test_message_stored_by_another_link_meanwhile_gets_this_sighting_on_the_retry(account, mailbox, monkeypatch):
+    """Another link of the account stores the same message between this batch's key lookup and its insert: the
+    unique key fails the batch, and its retry adds this link's sighting and customer to the stored message."""
+    raw = mail(CUSTOMER, mailbox.user.email, subject="同時に届いたメール")
+    mailbox.deliver(raw)
+    write = engine._BatchWriter.write
+
+    def store_elsewhere_first(writer):
+        monkeypatch.setattr(engine._BatchWriter, "write", write)  # only the first attempt races
+        with Session(db.engine) as other:
+            other.add(MailMessage(account_id=account[0].id, message_key="mid:" + parse_message(raw).message_id,
+                                  direction=Direction.RECEIVED, from_address=CUSTOMER, subject="同時に届いたメール",
+                                  received_at=utcnow()))
+            other.commit()
+        return write(writer)
+
+    monkeypatch.setattr(engine._BatchWriter, "write", store_elsewhere_first)
+    result = mailbox.sync()
+    [message] = stored()
+    assert (result.state, result.imported) == (LinkState.ACTIVE, 0)
+    assert [s.link_id for s in db.session.scalars(select(MailSource))] == [mailbox.link.id]
+    assert db.session.scalar(select(MailCustomer.message_id)) == message.id
 
 
 def test_same_mailbox_in_two_accounts_gives_each_its_own_copy(account, dovecot, pki, mail_user, smtp_ssl):
@@ -243,6 +271,15 @@ def test_threads_follow_references_then_subject_and_customer(mailbox):
     threads = {m.subject: m.thread_id for m in stored()}
     assert threads["納期のご相談"] == threads["件名を変えた返信"] == threads["Re: 返信: 納期のご相談"]
     assert threads["別件のお問い合わせ"] != threads["納期のご相談"]
+
+
+def test_imported_mail_is_found_by_the_text_search(mailbox):
+    """The batch's rows go in as multi-row INSERTs: the search index (FTS5 triggers, pg_trgm) follows them too."""
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="特急の見積依頼", body="納品予定日は来週の水曜日です。"))
+    mailbox.sync()
+    [message] = stored()
+    assert search.index_matches(db.session, ("納品予定日",), 10) == [message.id]
+    assert search.index_matches(db.session, ("特急の見積",), 10) == [message.id]
 
 
 def test_too_large_mail_is_kept_as_headers_and_flagged(mailbox):
