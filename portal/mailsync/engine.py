@@ -9,7 +9,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Callable, Protocol
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only, selectinload
 
@@ -198,12 +198,13 @@ class _StoredMessage:
 
 
 @dataclass
-class _NewThread:
-    """A thread started in this batch: inserted before the messages, which need its id."""
+class _Thread:
+    """A thread the batch adds messages to: stored before it, or new (inserted first, the messages need its id)."""
 
     subject_key: str
     last_message_at: datetime
-    id: int | None = None
+    id: int | None = None  # None until a new thread is inserted
+    stored_last_message_at: datetime | None = None  # as read, for a stored thread: moved forward at write
 
 
 @dataclass
@@ -211,7 +212,7 @@ class _NewMessage:
     """A message new in this batch: its row and attachments, inserted when the batch is written."""
 
     row: dict
-    thread: "MailThread | _NewThread"
+    thread: _Thread
     attachments: list[dict]
     customer_ids: set[int] = field(default_factory=set)
     id: int | None = None
@@ -233,9 +234,9 @@ _AFTER_IMPORT_COLUMNS = (MailMessage.account_id, MailMessage.direction, MailMess
 class _BatchWriter:
     """Stores one batch's messages with a handful of queries: keys, sightings and threads are looked up per batch.
 
-    New rows are collected in memory and written by `write` with a few multi-row INSERTs (threads, messages,
-    sightings, customer links, attachments): the ORM's unit of work would insert them one by one on SQLite and
-    spend more on its bookkeeping than the database spends on the rows.
+    New rows are collected in memory as plain values and written by `write` with a few multi-row statements
+    (threads, messages, sightings, customer links, attachments, stored threads' times): the ORM's unit of work
+    would insert them one by one on SQLite and spend more on its bookkeeping than the database spends on the rows.
     """
 
     def __init__(self, session: Session, link: MailboxLink, folder: MailboxFolder, raws: dict[int, bytes],
@@ -256,16 +257,15 @@ class _BatchWriter:
         self.seen = set(session.scalars(select(MailSource.uid).where(
             MailSource.link_id == link.id, MailSource.folder_role == folder.role,
             MailSource.uidvalidity == folder.uidvalidity, MailSource.uid.in_(list(raws)))))
-        self.threads_by_header: dict[str, MailThread | _NewThread] = {}
-        self.threads_by_subject: dict[tuple[str, int], MailThread | _NewThread] = {}
-        self.new_threads: list[_NewThread] = []
+        self.threads_by_header: dict[str, _Thread] = {}
+        self.threads_by_subject: dict[tuple[str, int], _Thread] = {}
+        self.new_threads: list[_Thread] = []
         self.new_messages: list[_NewMessage] = []
         self.sightings: list[tuple[_StoredMessage | _NewMessage, int]] = []  # (message, UID)
         self.customer_links: list[tuple[_StoredMessage | _NewMessage, int]] = []  # (message, customer id)
         self._stored_customers: dict[int, set[int]] = {}  # customers already linked to stored messages, by id
-        self._stored_threads: dict[int, MailThread] = {}  # held here: the identity map alone may let them go
+        self._stored_threads: dict[int, _Thread] = {}
         self._stored_threads_by_header = self._stored_threads_by_header_of(self.parsed.values())
-        self._load_threads(set(self._stored_threads_by_header.values()))
         self._stored_threads_by_subject: dict[tuple[str, int], list[tuple[datetime, int]]] | None = None
 
     def _stored_messages(self):
@@ -273,12 +273,9 @@ class _BatchWriter:
         return for_account(select(MailMessage.message_key, MailMessage.id, MailMessage.from_address,
                                   MailMessage.subject), self.link.account_id)
 
-    def _load_threads(self, thread_ids: set[int]) -> None:
-        """Read the given stored threads in one query."""
-        missing = list(thread_ids - self._stored_threads.keys())
-        if missing:
-            self._stored_threads.update((t.id, t) for t in self.session.scalars(
-                for_account(select(MailThread), self.link.account_id).where(MailThread.id.in_(missing))))
+    def _stored_thread(self, thread_id: int, subject_key: str, last_message_at: datetime) -> None:
+        """Hold a stored thread read by a query; one read before keeps its (maybe already moved) time."""
+        self._stored_threads.setdefault(thread_id, _Thread(subject_key, last_message_at, thread_id, last_message_at))
 
     def _stored_threads_by_header_of(self, parsed_messages) -> dict[str, int]:
         """The threads of stored messages that the batch's References/In-Reply-To name, in one query."""
@@ -286,12 +283,15 @@ class _BatchWriter:
         if not referenced:
             return {}
         rows = self.session.execute(
-            for_account(select(MailMessage.message_id_header, MailMessage.thread_id), self.link.account_id)
-            .where(MailMessage.message_id_header.in_(referenced), MailMessage.thread_id.is_not(None))
+            for_account(select(MailMessage.message_id_header, MailThread.id, MailThread.subject_key,
+                               MailThread.last_message_at).join(MailThread, MailThread.id == MailMessage.thread_id),
+                        self.link.account_id)
+            .where(MailMessage.message_id_header.in_(referenced))
             .order_by(MailMessage.id))
         found: dict[str, int] = {}
-        for message_id, thread_id in rows:
+        for message_id, thread_id, subject_key, last_message_at in rows:
             found.setdefault(message_id, thread_id)
+            self._stored_thread(thread_id, subject_key, last_message_at)
         return found
 
     def _stored_thread_by_subject(self, subject_key: str, customer_ids: tuple[int, ...],
@@ -314,7 +314,7 @@ class _BatchWriter:
                 for key, customer_id, last_message_at, thread_id in rows:
                     self._stored_threads_by_subject.setdefault((key, customer_id), []).append(
                         (last_message_at, thread_id))
-                self._load_threads({thread_id for *_, thread_id in rows})
+                    self._stored_thread(thread_id, key, last_message_at)
         for customer_id in customer_ids:
             for last_message_at, thread_id in sorted(self._stored_threads_by_subject.get((subject_key, customer_id),
                                                                                          ())):
@@ -338,8 +338,7 @@ class _BatchWriter:
                 self.tombstoned.add(key)
         return key, self.by_key[key]
 
-    def _thread(self, parsed: ParsedMessage, customer_ids: tuple[int, ...],
-                when: datetime) -> MailThread | _NewThread:
+    def _thread(self, parsed: ParsedMessage, customer_ids: tuple[int, ...], when: datetime) -> _Thread:
         """References/In-Reply-To first, then the normalised subject with the same customer within a window."""
         referenced = [i[:998] for i in [parsed.in_reply_to, *parsed.references] if i]
         for message_id in referenced:
@@ -356,7 +355,7 @@ class _BatchWriter:
             thread_id = self._stored_thread_by_subject(subject_key, customer_ids, when)
             if thread_id is not None:
                 return self._stored_threads[thread_id]
-        thread = _NewThread(subject_key, when)
+        thread = _Thread(subject_key, when)
         self.new_threads.append(thread)
         return thread
 
@@ -404,23 +403,9 @@ class _BatchWriter:
 
     def write(self) -> list[MailMessage]:
         """Insert the batch's new rows; returns the new messages as the session loads them (for the hook)."""
-        if self.new_threads:
-            rows = [dict(account_id=self.link.account_id, subject_key=t.subject_key,
-                         last_message_at=t.last_message_at) for t in self.new_threads]
-            ids = self.session.scalars(insert(MailThread).returning(MailThread.id, sort_by_parameter_order=True),
-                                       rows)
-            for thread, id in zip(self.new_threads, ids, strict=True):
-                thread.id = id
-        if self.new_messages:
-            # No RETURNING: SQLite would insert one row per statement to keep ids in order. The key is unique in
-            # the account, so one SELECT gives every new message its id.
-            _insert_rows(self.session, MailMessage, [{**m.row, "thread_id": m.thread.id} for m in self.new_messages])
-            keys = [m.row["message_key"] for m in self.new_messages]
-            ids = dict(self.session.execute(for_account(select(MailMessage.message_key, MailMessage.id),
-                                                        self.link.account_id)
-                                            .where(MailMessage.message_key.in_(keys))).all())
-            for message in self.new_messages:
-                message.id = ids[message.row["message_key"]]
+        self._insert_threads()
+        self._move_stored_threads()
+        self._insert_messages()
         _insert_rows(self.session, MailSource, [
             dict(message_id=message.id, link_id=self.link.id, folder_role=self.folder.role,
                  uidvalidity=self.folder.uidvalidity, uid=uid) for message, uid in self.sightings])
@@ -429,6 +414,47 @@ class _BatchWriter:
         _insert_rows(self.session, MailAttachment, [{**attachment, "message_id": message.id}
                                                     for message in self.new_messages
                                                     for attachment in message.attachments])
+        return self._created()
+
+    def _insert_threads(self) -> None:
+        """Insert the new threads; their ids come back in order (one statement on PostgreSQL, one a row on
+        SQLite, where the rows are small)."""
+        if self.new_threads:
+            rows = [dict(account_id=self.link.account_id, subject_key=t.subject_key,
+                         last_message_at=t.last_message_at) for t in self.new_threads]
+            ids = self.session.scalars(insert(MailThread).returning(MailThread.id, sort_by_parameter_order=True),
+                                       rows)
+            for thread, id in zip(self.new_threads, ids, strict=True):
+                thread.id = id
+
+    def _move_stored_threads(self) -> None:
+        """Move stored threads' times to their newest new message, never backwards (another pass may have moved
+        one further meanwhile)."""
+        moved = [dict(thread_id=t.id, moved_to=t.last_message_at) for t in self._stored_threads.values()
+                 if t.last_message_at > t.stored_last_message_at]
+        if moved:
+            threads = MailThread.__table__
+            self.session.execute(update(threads).where(threads.c.id == bindparam("thread_id"),
+                                                       threads.c.last_message_at < bindparam("moved_to"))
+                                 .values(last_message_at=bindparam("moved_to")), moved)
+
+    def _insert_messages(self) -> None:
+        """Insert the new messages and learn their ids.
+
+        No RETURNING: SQLite would insert one row per statement to keep the ids in order. The key is unique in the
+        account, so one SELECT by key gives every new message its id.
+        """
+        if self.new_messages:
+            _insert_rows(self.session, MailMessage, [{**m.row, "thread_id": m.thread.id} for m in self.new_messages])
+            keys = [m.row["message_key"] for m in self.new_messages]
+            ids = dict(self.session.execute(for_account(select(MailMessage.message_key, MailMessage.id),
+                                                        self.link.account_id)
+                                            .where(MailMessage.message_key.in_(keys))).all())
+            for message in self.new_messages:
+                message.id = ids[message.row["message_key"]]
+
+    def _created(self) -> list[MailMessage]:
+        """The new messages as the session loads them: what the after-import hook reads, customer links included."""
         if not self.new_messages:
             return []
         return list(self.session.scalars(
@@ -438,13 +464,13 @@ class _BatchWriter:
 
 
 def _insert_rows(session: Session, model, rows: list[dict]) -> None:
-    """One executemany INSERT of rows that all have the same keys, nothing returned.
+    """One executemany INSERT into the model's table of rows that all have the same keys, nothing returned.
 
-    render_nulls keeps None values as NULL parameters: the ORM otherwise leaves them out and splits the rows into
-    one statement per combination of missing columns.
+    Core, not the ORM's bulk INSERT: that one looks at every row's values again and splits the rows into one
+    statement per combination of NULL columns.
     """
     if rows:
-        session.execute(insert(model).execution_options(render_nulls=True), rows)
+        session.execute(insert(model.__table__), rows)
 
 
 def _message_row(link: MailboxLink, folder: MailboxFolder, key: str, parsed: ParsedMessage, raw: bytes,
@@ -521,18 +547,17 @@ def _apply_batch(session: Session, link: MailboxLink, folder: MailboxFolder, cli
     bodies = client.fetch_raw(sorted(batch.fetch))  # a message expunged in between is simply gone
     raws = {**bodies, **{uid: by_uid[uid].headers for uid in batch.too_large}}
     imported = 0
-    with session.no_autoflush:  # stored threads' new times go out in one flush, not before each query
-        customer_ids = {c for d in [*batch.fetch.values(), *batch.too_large.values()] for c in d.customer_ids}
-        earliest = min((by_uid[uid].internal_date for uid in raws), default=now)
-        writer = _BatchWriter(session, link, folder, raws, customer_ids, earliest)
-        for uid, decision in batch.fetch.items():
-            if uid in bodies:
-                imported += writer.store(uid, bodies[uid], decision, by_uid[uid].internal_date, False)
-        too_large = 0
-        for uid, decision in batch.too_large.items():
-            too_large += writer.store(uid, raws[uid], decision, by_uid[uid].internal_date, True)
-        _log_exclusions(session, link, folder, batch, by_uid, writer.deleted, config.import_log_keep)
-        created = writer.write()
+    customer_ids = {c for d in [*batch.fetch.values(), *batch.too_large.values()] for c in d.customer_ids}
+    earliest = min((by_uid[uid].internal_date for uid in raws), default=now)
+    writer = _BatchWriter(session, link, folder, raws, customer_ids, earliest)
+    for uid, decision in batch.fetch.items():
+        if uid in bodies:
+            imported += writer.store(uid, bodies[uid], decision, by_uid[uid].internal_date, False)
+    too_large = 0
+    for uid, decision in batch.too_large.items():
+        too_large += writer.store(uid, raws[uid], decision, by_uid[uid].internal_date, True)
+    _log_exclusions(session, link, folder, batch, by_uid, writer.deleted, config.import_log_keep)
+    created = writer.write()
     after_import(session, created, now)  # same transaction as the messages
     return imported + too_large, too_large
 

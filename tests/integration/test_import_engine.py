@@ -282,6 +282,25 @@ def test_imported_mail_is_found_by_the_text_search(mailbox):
     assert search.index_matches(db.session, ("特急の見積",), 10) == [message.id]
 
 
+def test_a_later_pass_joins_stored_threads_and_moves_their_time(mailbox):
+    """In-Reply-To and the subject find threads an earlier pass stored; the thread's time moves to its newest mail."""
+    first_id = make_msgid(domain="client.example")
+    hour = datetime.now(timezone.utc).replace(microsecond=0)
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="納期のご相談", message_id=first_id),
+                    when=hour + timedelta(hours=1))
+    mailbox.sync()
+    reply = EmailMessage()
+    reply["From"], reply["To"], reply["Subject"] = CUSTOMER, mailbox.user.email, "件名を変えた返信"
+    reply["Message-ID"], reply["In-Reply-To"] = make_msgid(), first_id
+    reply.set_content("承知しました。")
+    mailbox.deliver(reply.as_bytes().replace(b"\n", b"\r\n"), when=hour + timedelta(hours=3))
+    mailbox.deliver(mail(CUSTOMER, mailbox.user.email, subject="Re: 納期のご相談"), when=hour + timedelta(hours=2))
+    mailbox.sync()
+    messages = stored()
+    assert len(messages) == 3 and len({m.thread_id for m in messages}) == 1
+    assert messages[0].thread.last_message_at == max(m.received_at for m in messages) != messages[0].received_at
+
+
 def test_too_large_mail_is_kept_as_headers_and_flagged(mailbox):
     """Over the size cap: stored with headers only, marked too large, listed in the import log."""
     big = mail(CUSTOMER, mailbox.user.email, subject="大きな添付", body="x" * 5000)
