@@ -97,7 +97,7 @@ def _decode_segment(segment: bytes, mode: bytes) -> tuple[str, bool]:
         return "", False
     if mode in (b"(B", b"(J"):
         text = segment.decode("ascii", errors="replace")
-        return text, "\ufffd" in text or any(byte > 0x7F for byte in segment)
+        return text, "\ufffd" in text or not segment.isascii()
     if mode == b"(I":  # half-width katakana: JIS X 0201 bytes 0x21-0x5F are cp932 0xA1-0xDF
         text = bytes(byte | 0x80 for byte in segment).decode("cp932", errors="replace")
         return text, "\ufffd" in text
@@ -130,7 +130,7 @@ def _codec_name(label: str | None) -> str | None:
 def _strict(data: bytes, codec: str) -> str | None:
     """Decode strictly, or None when the bytes do not fit the codec."""
     if codec in ("iso-2022-jp", "iso2022_jp"):
-        if any(byte > 0x7F for byte in data):
+        if not data.isascii():
             return None
         text, bad = decode_iso2022jp(data)
         return None if bad else text
