@@ -135,11 +135,14 @@ class ImapMailboxClient:
         """Size, arrival time and the rule headers of UIDs first..last (explicit UIDs: no `n:*` surprise)."""
         if last_uid < first_uid:
             return []
-        lines = self._call(lambda client: _untagged_fetch(client, list(range(first_uid, last_uid + 1))))
-        envelopes = _envelopes_of_usual_shape(lines)
-        if envelopes is not None:
-            return [e for e in envelopes if first_uid <= e.uid <= last_uid]
-        response = parse_fetch_response(lines, False, True)
+        def fetch(client: IMAPClient):
+            # Read inside the command: a reply neither reader understands is the server's error (MailboxError).
+            lines = _untagged_fetch(client, list(range(first_uid, last_uid + 1)))
+            envelopes = _envelopes_of_usual_shape(lines)
+            return envelopes if envelopes is not None else parse_fetch_response(lines, False, True)
+        response = self._call(fetch)
+        if isinstance(response, list):
+            return [e for e in response if first_uid <= e.uid <= last_uid]
         envelopes = []
         for uid, data in response.items():
             if not first_uid <= uid <= last_uid:
@@ -208,7 +211,10 @@ def _envelopes_of_usual_shape(lines: list) -> list[FetchedEnvelope] | None:
         match = _ENVELOPE_LINE.fullmatch(first[0])
         if match is None:
             return None
-        internal = parse_to_datetime(match.group(3), normalise=False)
+        try:
+            internal = parse_to_datetime(match.group(3), normalise=False)
+        except ValueError:
+            return None  # the general parser decides what an unreadable date means
         if internal.tzinfo is None:
             internal = internal.replace(tzinfo=timezone.utc)
         envelopes.append(FetchedEnvelope(int(match.group(1)), int(match.group(2)), internal, first[1]))

@@ -139,3 +139,45 @@ def test_the_usual_envelope_answer_keeps_the_servers_zone():
     assert (envelope.uid, envelope.size, envelope.headers) == (42, 1234, b"From: a@b\r\n")
     assert envelope.internal_date.isoformat() == "2026-12-07T13:40:00+09:00"
     assert _envelopes_of_usual_shape([None]) == []
+
+
+class ScriptedFetch:
+    """An IMAPClient stand-in whose envelope FETCH answers the given untagged lines (as imaplib hands them over)."""
+
+    def __init__(self, lines):
+        self.lines, self._imap = lines, self
+
+    def _command(self, *args):
+        return b"A1"
+
+    def _command_complete(self, name, tag):
+        return "OK", [b"FETCH completed"]
+
+    def _checkok(self, command, typ, data):
+        pass
+
+    def _untagged_response(self, typ, data, name):
+        return typ, self.lines
+
+
+def test_a_reply_no_reader_understands_is_the_servers_error():
+    """Garbage from the server ends the pass as MailboxError("server_error"), as every other server failure does."""
+    with pytest.raises(MailboxError) as raised:
+        ImapMailboxClient(ScriptedFetch([b"1 (UID 1 RFC822.SIZE (oops"])).fetch_envelopes(1, 3)
+    assert raised.value.code == "server_error"
+
+
+def test_an_unreadable_arrival_time_is_left_to_the_general_parser():
+    """The fast reader does not guess: imapclient's parser reads the line, as before the fast reader existed."""
+    lines = [(LINE.replace(b" 7-Dec-2026 13:40:00 +0900", b"not a date"), b"From: a@b\r\n"), b")"]
+    assert _envelopes_of_usual_shape(lines) is None
+    [envelope] = ImapMailboxClient(ScriptedFetch(lines)).fetch_envelopes(40, 45)
+    assert envelope.uid == 42 and envelope.internal_date.tzinfo is not None
+
+
+def test_the_general_parser_still_reads_what_the_fast_one_leaves():
+    """An unsolicited FLAGS line among the usual ones: every envelope still comes, through imapclient's parser."""
+    lines = [(LINE, b"From: a@b\r\n"), b")", b"8 (UID 43 FLAGS (\\Seen))"]
+    [envelope] = ImapMailboxClient(ScriptedFetch(lines)).fetch_envelopes(40, 45)
+    assert (envelope.uid, envelope.size, envelope.headers) == (42, 1234, b"From: a@b\r\n")
+    assert envelope.internal_date.isoformat() == "2026-12-07T13:40:00+09:00"
